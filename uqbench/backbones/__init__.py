@@ -1,0 +1,1 @@
+"""Backbones: deterministic MLIPs that UQ strategies wrap through a `BackboneAdapter`."""

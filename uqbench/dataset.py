@@ -1,0 +1,70 @@
+"""`Dataset`: named splits of labelled `ase.Atoms`, and the one label convention uqbench uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from ase import Atoms
+
+from uqbench.errors import UQBenchError
+
+ID_SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Dataset:
+    """A benchmark dataset: ``splits`` maps split name to a list of labelled ``Atoms``.
+
+    Labels follow one convention: ``atoms.info["energy"]`` (eV) and
+    ``atoms.arrays["forces"]`` (eV/Å); `normalise_labels` converts the ASE
+    ``SinglePointCalculator`` convention into it. ID splits are ``train``, ``val``, ``test``;
+    out-of-distribution splits are named ``ood-*``.
+    """
+
+    key: str
+    splits: dict[str, list[Atoms]]
+    options: dict = field(default_factory=dict)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("train", "test"):
+            if not self.splits.get(name):
+                raise UQBenchError(f"dataset {self.key!r} has no (or an empty) {name!r} split")
+        for name, structures in self.splits.items():
+            if not structures:
+                raise UQBenchError(f"dataset {self.key!r}: split {name!r} is empty")
+
+    @property
+    def test_splits(self) -> list[str]:
+        """The splits that are scored: ``test`` first, then every ``ood-*`` split."""
+        return ["test"] + sorted(s for s in self.splits if s.startswith("ood-"))
+
+    def sizes(self) -> dict[str, int]:
+        return {name: len(s) for name, s in self.splits.items()}
+
+
+def normalise_labels(atoms: Atoms) -> Atoms:
+    """Move energy and forces from a calculator (if any) into ``info`` / ``arrays``."""
+    calc = atoms.calc
+    if calc is not None and getattr(calc, "results", None):
+        if "energy" in calc.results and "energy" not in atoms.info:
+            atoms.info["energy"] = float(calc.results["energy"])
+        if "forces" in calc.results and "forces" not in atoms.arrays:
+            atoms.arrays["forces"] = np.asarray(calc.results["forces"], dtype=np.float64)
+        atoms.calc = None
+    return atoms
+
+
+def energies(structures: list[Atoms]) -> np.ndarray:
+    return np.array([float(a.info["energy"]) for a in structures])
+
+
+def forces(structures: list[Atoms]) -> np.ndarray:
+    if not structures:
+        return np.zeros((0, 3))
+    return np.concatenate([np.asarray(a.arrays["forces"], dtype=np.float64) for a in structures])
+
+
+def n_atoms(structures: list[Atoms]) -> np.ndarray:
+    return np.array([len(a) for a in structures], dtype=np.int64)

@@ -1,0 +1,1 @@
+"""Built-in datasets (registered through the ``uqbench.datasets`` entry-point group)."""

@@ -1,0 +1,103 @@
+"""The metric table: each metric's key, label, unit, direction, and how the scorer calls it.
+
+Registered through the ``uqbench.metrics`` entry-point group, like a plugin's metrics. A
+metric's ``compute`` receives a `Target` (one split x target of a prediction); OOD metrics
+receive the ID test target and the OOD target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from uqbench.metrics import functions as F
+
+
+@dataclass(frozen=True)
+class Target:
+    """What is scored for one target of one split.
+
+    ``y_true``/``y_pred``/``y_std`` are the scored values (energy per atom per structure, or
+    force components); ``samples`` has the sample axis first, or is None. ``rank_error`` and
+    ``rank_std`` are what rank metrics use (per-atom force vector norms for forces), and
+    ``structure_score`` is the per-structure uncertainty used for OOD detection.
+    """
+
+    name: str
+    unit: str
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    y_std: np.ndarray
+    samples: np.ndarray | None
+    rank_error: np.ndarray
+    rank_std: np.ndarray
+    structure_score: np.ndarray
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    key: str
+    label: str
+    unit: str  # "target" = the unit of the scored quantity; "" = dimensionless
+    direction: str  # "lower", "higher", or "target"
+    compute: Callable[..., float]
+    ideal: float | None = None  # for direction "target"
+    ood: bool = False  # compute(id_target, ood_target) when True
+    summary: str = ""
+
+
+def _crps(t: Target) -> float:
+    if t.samples is not None and t.samples.shape[0] >= 2:
+        return F.crps_ensemble(t.y_true, t.samples, fair=True)
+    return F.crps_gaussian(t.y_true, t.y_pred, t.y_std)
+
+
+CRPS = MetricSpec(
+    "crps", "CRPS", "target", "lower", _crps,
+    summary="Fair ensemble CRPS from samples (S >= 2), else the Gaussian closed form",
+)
+NLL = MetricSpec(
+    "nll", "NLL", "nats", "lower", lambda t: F.nll_gaussian(t.y_true, t.y_pred, t.y_std),
+    summary="Gaussian negative log-likelihood with the predicted mean and std",
+)
+SPEARMAN = MetricSpec(
+    "spearman", "Spearman(|error|, std)", "", "higher",
+    lambda t: F.spearman_abs_error_std(np.zeros_like(t.rank_error), t.rank_error, t.rank_std),
+    summary="Rank correlation of |error| and predicted std (force vectors per atom)",
+)
+MISCALIBRATION_AREA = MetricSpec(
+    "miscalibration_area", "Miscalibration area", "", "lower",
+    lambda t: F.miscalibration_area(t.y_true, t.y_pred, t.y_std),
+    summary="Area between the Gaussian-interval calibration curve and the diagonal",
+)
+ENCE = MetricSpec(
+    "ence", "ENCE", "", "lower", lambda t: F.ence(t.y_true, t.y_pred, t.y_std),
+    summary="Expected normalised calibration error, 10 equal-count bins of std",
+)
+COVERAGE_95 = MetricSpec(
+    "coverage_95", "Coverage (95 %)", "", "target",
+    lambda t: F.coverage(t.y_true, t.y_pred, t.y_std, level=0.95), ideal=0.95,
+    summary="Fraction inside the central 95 % Gaussian interval; ideal 0.95",
+)
+SHARPNESS = MetricSpec(
+    "sharpness", "Sharpness", "target", "lower", lambda t: F.sharpness(t.y_std),
+    summary="Root mean predicted variance",
+)
+RMSE = MetricSpec(
+    "rmse", "RMSE", "target", "lower", lambda t: F.rmse(t.y_true, t.y_pred),
+    summary="Root mean squared error of the predicted mean",
+)
+MAE = MetricSpec(
+    "mae", "MAE", "target", "lower", lambda t: F.mae(t.y_true, t.y_pred),
+    summary="Mean absolute error of the predicted mean",
+)
+OOD_AUROC = MetricSpec(
+    "ood_auroc", "OOD ROC-AUC", "", "higher",
+    lambda t_id, t_ood: F.ood_auroc(t_id.structure_score, t_ood.structure_score), ood=True,
+    summary="ROC-AUC of telling this OOD split from the ID test split by per-structure std",
+)
+
+BUILTIN = (CRPS, NLL, SPEARMAN, MISCALIBRATION_AREA, ENCE, COVERAGE_95, SHARPNESS, RMSE, MAE,
+           OOD_AUROC)

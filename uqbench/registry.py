@@ -1,0 +1,80 @@
+"""Discovery of methods, datasets and metrics through Python entry points.
+
+Built-ins register through the same groups as third-party plugins. Nothing here imports
+torch: listing only loads the entry-point objects, and built-in entry points are light
+factories that import their heavy modules when called.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from uqbench.errors import UQBenchError
+
+GROUPS = {"method": "uqbench.methods", "dataset": "uqbench.datasets", "metric": "uqbench.metrics"}
+
+
+@dataclass
+class Entry:
+    kind: str
+    key: str
+    target: str
+    obj: Any = None
+    error: str | None = None
+
+    @property
+    def summary(self) -> str:
+        if self.error:
+            return f"[failed to import: {self.error}]"
+        text = getattr(self.obj, "summary", None) or (getattr(self.obj, "__doc__", None) or "")
+        lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
+        return lines[0] if lines else ""
+
+
+def entries(kind: str) -> dict[str, Entry]:
+    """Every registered entry of ``kind`` (method, dataset, metric), loaded; errors kept."""
+    found: dict[str, Entry] = {}
+    for ep in sorted(entry_points(group=GROUPS[kind]), key=lambda e: e.name):
+        if ep.name in found:  # the first distribution wins; duplicates are ignored
+            continue
+        entry = Entry(kind, ep.name, ep.value)
+        try:
+            entry.obj = ep.load()
+        except Exception as exc:  # a broken plugin must not break the others
+            entry.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        found[ep.name] = entry
+    return found
+
+
+def get(kind: str, key: str) -> Any:
+    """The loaded object registered as ``key``, or a clear error listing the valid keys."""
+    found = entries(kind)
+    if key not in found:
+        valid = ", ".join(k for k, e in found.items() if e.error is None) or "(none)"
+        raise UQBenchError(f"unknown {kind} {key!r}; valid {kind}s: {valid}")
+    entry = found[key]
+    if entry.error:
+        raise UQBenchError(f"{kind} {key!r} ({entry.target}) failed to import: {entry.error}")
+    return entry.obj
+
+
+def create_method(key: str, **hyperparameters: Any):
+    """An unfitted UQ method registered as ``key``, with the given hyperparameters."""
+    factory = get("method", key)
+    try:
+        method = factory(**hyperparameters)
+    except TypeError as exc:
+        raise UQBenchError(f"method {key!r}: bad hyperparameters: {exc}") from None
+    method.key = key
+    return method
+
+
+def load_dataset(key: str, **options: Any):
+    """The dataset registered as ``key``, built with ``options`` (e.g. ``train_size``)."""
+    loader = get("dataset", key)
+    try:
+        return loader(**options)
+    except TypeError as exc:
+        raise UQBenchError(f"dataset {key!r}: bad options: {exc}") from None

@@ -1,0 +1,100 @@
+"""Scoring: from a `Prediction` and labelled structures to metrics per split x target.
+
+What is scored:
+- ``energy``: energy per atom of each structure (eV/atom): y = E / n_atoms, and the same
+  division for the mean, std and samples;
+- ``forces``: every force component (eV/Å) for distribution metrics (CRPS, NLL,
+  calibration, coverage, sharpness, RMSE, MAE); for the rank metric (Spearman) each atom's
+  force vector: |error| = |F_pred - F_true| and std = sqrt(sum of the three component
+  variances);
+- OOD detection ranks structures by their uncertainty: energy-per-atom std, or the mean
+  per-atom force std.
+Non-finite predictions are counted per target (``n_nonfinite``) and make the metrics NaN;
+zero stds are counted too (``n_zero_std``): they make the NLL infinite.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms
+
+from uqbench.dataset import energies, forces, n_atoms
+from uqbench.metrics.functions import calibration_curve, rmse_rmv_curve
+from uqbench.metrics.table import MetricSpec, Target
+from uqbench.prediction import Prediction
+
+
+def targets(prediction: Prediction, structures: list[Atoms]) -> dict[str, Target]:
+    """The scored quantities of one split (see the module docstring)."""
+    counts = n_atoms(structures)
+    if not np.array_equal(counts, prediction.n_atoms):
+        raise ValueError("prediction does not match the structures (atom counts differ)")
+    e_true = energies(structures) / counts
+    e_pred = prediction.energy_mean / counts
+    e_std = prediction.energy_std / counts
+    e_samples = None
+    if prediction.energy_samples is not None:
+        e_samples = prediction.energy_samples / counts[None, :]
+
+    f_true = forces(structures)
+    f_err = np.linalg.norm(prediction.forces_mean - f_true, axis=1)
+    f_atom_std = np.sqrt(np.sum(prediction.forces_std**2, axis=1))
+    structure_idx = np.repeat(np.arange(len(counts)), counts)
+    f_struct = np.bincount(structure_idx, weights=f_atom_std, minlength=len(counts)) / counts
+
+    return {
+        "energy": Target(
+            "energy", "eV/atom", e_true, e_pred, e_std, e_samples,
+            np.abs(e_pred - e_true), e_std, e_std,
+        ),
+        "forces": Target(
+            "forces", "eV/Å", f_true.ravel(), prediction.forces_mean.ravel(),
+            prediction.forces_std.ravel(),
+            None if prediction.forces_samples is None
+            else prediction.forces_samples.reshape(prediction.forces_samples.shape[0], -1),
+            f_err, f_atom_std, f_struct,
+        ),
+    }
+
+
+def _nonfinite(t: Target) -> int:
+    bad = ~np.isfinite(t.y_pred) | ~np.isfinite(t.y_std)
+    if t.samples is not None:
+        bad |= ~np.isfinite(t.samples).all(axis=0)
+    return int(bad.sum())
+
+
+def score(
+    predictions: dict[str, Prediction],
+    splits: dict[str, list[Atoms]],
+    metrics: list[MetricSpec],
+    id_split: str = "test",
+) -> tuple[dict, dict]:
+    """Metrics ``{split: {target: {metric: value}}}`` and curves for plots, per split."""
+    per_split = {name: targets(pred, splits[name]) for name, pred in predictions.items()}
+    results: dict = {}
+    curves: dict = {}
+    for split, tgts in per_split.items():
+        results[split] = {}
+        curves[split] = {}
+        for tname, t in tgts.items():
+            row: dict[str, float] = {"n_targets": int(t.y_true.size),
+                                     "n_nonfinite": _nonfinite(t),
+                                     "n_zero_std": int(np.sum(t.y_std == 0))}
+            for spec in metrics:
+                if spec.ood:
+                    if split == id_split or id_split not in per_split:
+                        continue
+                    row[spec.key] = spec.compute(per_split[id_split][tname], t)
+                else:
+                    row[spec.key] = spec.compute(t)
+            results[split][tname] = row
+            expected, observed = calibration_curve(t.y_true, t.y_pred, t.y_std, n_levels=21)
+            rmv, rmse_b = rmse_rmv_curve(t.y_true, t.y_pred, t.y_std)
+            curves[split][tname] = {
+                "expected_proportion": expected.tolist(),
+                "observed_proportion": observed.tolist(),
+                "rmv": rmv.tolist(),
+                "rmse": rmse_b.tolist(),
+            }
+    return results, curves

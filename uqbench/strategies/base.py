@@ -1,0 +1,201 @@
+"""What every torch-based strategy shares: fitting members, batched prediction, save/load."""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from pathlib import Path
+import numpy as np
+import torch
+from ase import Atoms
+from torch import nn
+
+from uqbench.backbones.adapter import BackboneAdapter, energy_and_forces
+from uqbench.backbones.graph import collate
+from uqbench.errors import UQBenchError
+from uqbench.method import UQMethod
+from uqbench.prediction import Prediction
+from uqbench.training import mse_loss, resolve_device, train
+
+#: Edges per forward pass at prediction; bounds memory, and keeps passes cache-sized on CPU.
+MAX_EDGES_PER_PASS = 200_000
+
+
+class TorchUQMethod(UQMethod):
+    """Base for strategies whose fitted state is a list of torch modules (``models_``).
+
+    Subclasses set the defaults of their own hyperparameters and implement
+    `_build_members`, `_fit_members` (optional) and `_sample`.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "egnn",
+        backbone_options: dict | None = None,
+        max_epochs: int = 300,
+        lr: float = 1e-3,
+        batch_size: int = 32,
+        force_weight: float = 1.0,
+        patience: int = 30,
+        n_samples: int = 32,
+        seed: int = 0,
+        device: str = "auto",
+        dtype: str = "float32",
+    ) -> None:
+        self.backbone = backbone
+        self.backbone_options = backbone_options
+        self.max_epochs = max_epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.force_weight = force_weight
+        self.patience = patience
+        self.n_samples = n_samples
+        self.seed = seed
+        self.device = device
+        self.dtype = dtype
+
+    # -- pieces subclasses provide --------------------------------------------------------
+    def _backbone_options(self) -> dict:
+        return dict(self.backbone_options or {})
+
+    def _n_members(self) -> int:
+        return 1
+
+    def _sample(self, batch, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Energies [S, n_structures] and forces [S, n_atoms, 3] for one chunk."""
+        raise NotImplementedError
+
+    def _copies_per_pass(self, n_samples: int) -> int:
+        """How many replicas of a chunk one forward pass holds (for chunk sizing)."""
+        return 1
+
+    # -- shared machinery -----------------------------------------------------------------
+    @functools.cached_property
+    def _adapter(self) -> BackboneAdapter:
+        return BackboneAdapter(self.backbone, self._backbone_options())
+
+    @property
+    def _torch_dtype(self) -> torch.dtype:
+        try:
+            return {"float32": torch.float32, "float64": torch.float64}[self.dtype]
+        except KeyError:
+            raise UQBenchError(f"dtype must be float32 or float64; got {self.dtype!r}") from None
+
+    def _loss(self, model: nn.Module, batch) -> torch.Tensor:
+        return mse_loss(model, batch, self.force_weight)
+
+    def fit(self, train_set: list[Atoms], val: list[Atoms] | None = None) -> TorchUQMethod:
+        _check_labelled(train_set, "train")
+        if val:
+            _check_labelled(val, "val")
+        self.device_ = resolve_device(self.device)
+        adapter = self._adapter
+        train_items = adapter.graph_items(train_set)
+        val_items = adapter.graph_items(val) if val else None
+        self.models_: list[nn.Module] = []
+        self.history_: list[dict] = []
+        start = time.perf_counter()
+        for member in range(self._n_members()):
+            torch.manual_seed(self.seed * 1000 + member)
+            model = adapter.build().to(self.device_, self._torch_dtype)
+            adapter.fit_normalisation(model, train_items)
+            history = train(
+                model, train_items, val_items, self._loss,
+                max_epochs=self.max_epochs, lr=self.lr, batch_size=self.batch_size,
+                patience=self.patience, device=self.device_, dtype=self._torch_dtype,
+                seed=self.seed * 1000 + member,
+                desc=f"{self.key or type(self).__name__} member {member + 1}/{self._n_members()}",
+            )
+            model.eval()
+            self.models_.append(model)
+            self.history_.append(history)
+        self.fit_seconds_ = time.perf_counter() - start
+        return self
+
+    @property
+    def n_parameters(self) -> int | None:
+        if not hasattr(self, "models_"):
+            return None
+        return sum(p.numel() for m in self.models_ for p in m.parameters())
+
+    def predict_distribution(
+        self, structures: list[Atoms], n_samples: int | None = None
+    ) -> Prediction:
+        if not hasattr(self, "models_"):
+            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit() first")
+        n_samples = n_samples or self.n_samples
+        items = self._adapter.graph_items(structures)
+        copies = self._copies_per_pass(n_samples)
+        energies, forces = [], []
+        for chunk in _chunks(items, MAX_EDGES_PER_PASS // max(copies, 1)):
+            batch = collate(chunk, self._torch_dtype).to(self.device_)
+            e, f = self._sample(batch, n_samples)
+            energies.append(e.detach().cpu().double().numpy())
+            forces.append(f.detach().cpu().double().numpy())
+        n_atoms = np.array([len(a) for a in structures])
+        return Prediction.from_samples(
+            np.concatenate(energies, axis=1), np.concatenate(forces, axis=1), n_atoms
+        )
+
+    def _member_passes(self, model: nn.Module, batch, copies: int):
+        """``copies`` stochastic passes of one model as one replicated batch."""
+        e, f = energy_and_forces(model, batch.repeat(copies))
+        return (e.reshape(copies, batch.n_structures),
+                f.reshape(copies, batch.positions.shape[0], 3))
+
+    # -- persistence ----------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """A directory with ``config.json`` and ``weights.pt`` (plain state dicts)."""
+        if not hasattr(self, "models_"):
+            raise RuntimeError("fit() before save()")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        config = {"class": f"{type(self).__module__}:{type(self).__qualname__}",
+                  "key": self.key, "params": self.get_params()}
+        (path / "config.json").write_text(json.dumps(config, indent=2))
+        torch.save([m.state_dict() for m in self.models_], path / "weights.pt")
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | None = None) -> TorchUQMethod:
+        path = Path(path)
+        config = json.loads((path / "config.json").read_text())
+        params = dict(config["params"])
+        if device is not None:
+            params["device"] = device
+        method = cls(**params)
+        method.key = config.get("key", "")
+        method.device_ = resolve_device(method.device)
+        states = torch.load(path / "weights.pt", map_location=method.device_, weights_only=True)
+        method.models_ = []
+        for state in states:
+            model = method._adapter.build().to(method.device_, method._torch_dtype)
+            method._prepare_loaded(model)
+            model.load_state_dict(state)
+            model.eval()
+            method.models_.append(model)
+        return method
+
+    def _prepare_loaded(self, model: nn.Module) -> None:
+        """Hook: make a freshly built module match the saved one's structure."""
+
+
+def _chunks(items: list[dict], max_edges: int):
+    chunk, edges = [], 0
+    for it in items:
+        n = max(len(it["src"]), 1)
+        if chunk and edges + n > max_edges:
+            yield chunk
+            chunk, edges = [], 0
+        chunk.append(it)
+        edges += n
+    if chunk:
+        yield chunk
+
+
+def _check_labelled(structures: list[Atoms], split: str) -> None:
+    if not structures:
+        raise UQBenchError(f"the {split} split is empty")
+    for i, a in enumerate(structures):
+        if "energy" not in a.info or "forces" not in a.arrays:
+            raise UQBenchError(f"{split} structure {i} lacks an energy or forces label")

@@ -1,0 +1,39 @@
+"""MC dropout (Gal & Ghahramani 2016): dropout stays on at prediction; S stochastic passes."""
+
+from __future__ import annotations
+
+import torch
+
+from uqbench.strategies.base import TorchUQMethod
+
+
+class MCDropout(TorchUQMethod):
+    """One backbone with dropout p in every MLP, sampled S times with dropout active.
+
+    The S passes run as one replicated batch: dropout draws an independent mask for every
+    row, so each replica is an independent dropout sample.
+    """
+
+    quick_params = {"max_epochs": 15, "patience": 5, "lr": 3e-3,
+                    "backbone_options": {"hidden": 32, "n_layers": 2}}
+
+    def __init__(self, dropout: float = 0.1, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.dropout = dropout
+
+    def _backbone_options(self) -> dict:
+        if not 0.0 < self.dropout < 1.0:
+            raise ValueError(f"dropout must be in (0, 1); got {self.dropout}")
+        return {**super()._backbone_options(), "dropout": self.dropout}
+
+    def _copies_per_pass(self, n_samples: int) -> int:
+        return n_samples
+
+    def _sample(self, batch, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+        model = self.models_[0]
+        for layer in self._adapter.dropout_layers(model):
+            layer.train()
+        try:
+            return self._member_passes(model, batch, n_samples)
+        finally:
+            model.eval()

@@ -1,0 +1,101 @@
+"""The shared training loop: Adam, minibatches, early stopping on val, a progress bar."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from uqbench.backbones.adapter import energy_and_forces
+from uqbench.backbones.graph import GraphBatch, collate
+from uqbench.errors import UQBenchError
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without it is a user error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UQBenchError("--device cuda was requested but CUDA is not available here")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise UQBenchError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return torch.device(device)
+
+
+def mse_loss(model: nn.Module, batch: GraphBatch, force_weight: float) -> torch.Tensor:
+    """Per-atom energy MSE + force_weight x force-component MSE, in the model's scale units."""
+    energy, forces = energy_and_forces(model, batch, create_graph=model.training)
+    scale = model.energy_scale
+    e_err = (energy - batch.energy) / batch.n_atoms / scale
+    f_err = (forces - batch.forces) / scale
+    return (e_err**2).mean() + force_weight * (f_err**2).mean()
+
+
+def batches(items: list[dict], batch_size: int, device: torch.device, dtype: torch.dtype,
+            rng: np.random.Generator | None = None):
+    order = rng.permutation(len(items)) if rng is not None else np.arange(len(items))
+    for start in range(0, len(items), batch_size):
+        yield collate([items[i] for i in order[start : start + batch_size]], dtype).to(device)
+
+
+def train(
+    model: nn.Module,
+    train_items: list[dict],
+    val_items: list[dict] | None,
+    loss_fn: Callable[[nn.Module, GraphBatch], torch.Tensor],
+    *,
+    max_epochs: int,
+    lr: float,
+    batch_size: int,
+    patience: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    seed: int,
+    desc: str = "training",
+) -> dict:
+    """Train in place; restore the weights with the best validation loss. Returns a history."""
+    rng = np.random.default_rng(seed)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimiser, factor=0.5, patience=max(1, patience // 2)
+    )
+    val_batches = list(batches(val_items, 4 * batch_size, device, dtype)) if val_items else None
+    best, best_state, since_best = math.inf, None, 0
+    history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
+    bar = tqdm(range(max_epochs), desc=desc, unit="epoch", disable=None, leave=False)
+    for _epoch in bar:
+        model.train()
+        total, n = 0.0, 0
+        for batch in batches(train_items, batch_size, device, dtype, rng):
+            optimiser.zero_grad(set_to_none=True)
+            loss = loss_fn(model, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{desc}: the training loss became {loss.item()}")
+            loss.backward()
+            optimiser.step()
+            total += loss.item() * batch.n_structures
+            n += batch.n_structures
+        history["train_loss"].append(total / n)
+        if val_batches is None:
+            continue
+        model.eval()
+        val = sum(loss_fn(model, b).item() * b.n_structures for b in val_batches)
+        val /= sum(b.n_structures for b in val_batches)
+        history["val_loss"].append(val)
+        scheduler.step(val)
+        bar.set_postfix(train=f"{total / n:.4g}", val=f"{val:.4g}")
+        if val < best:
+            best, best_state, since_best = val, copy.deepcopy(model.state_dict()), 0
+        else:
+            since_best += 1
+            if since_best >= patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    history["epochs"] = len(history["train_loss"])
+    return history
