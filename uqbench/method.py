@@ -54,6 +54,14 @@ class UQMethod(ABC):
                     names.setdefault(p.name)
         return {name: getattr(self, name) for name in names}
 
+    def set_params(self, **params: Any) -> UQMethod:
+        valid = self.get_params()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(f"unknown hyperparameter {name!r}; valid: {', '.join(valid)}")
+            setattr(self, name, value)
+        return self
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"

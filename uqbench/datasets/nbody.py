@@ -129,7 +129,7 @@ def generate_split(
 
 
 def load_nbody(
-    train_size: int = 1000,
+    train_size: int | None = None,
     val_size: int | None = None,
     test_size: int = 500,
     ood_size: int = 500,
@@ -142,9 +142,12 @@ def load_nbody(
     """Charged N-body dataset: ``train``/``val``/``test`` (ID), ``ood-n``, ``ood-close``.
 
     ID frames have 5 particles and no pair closer than 0.25 Å; ``ood-n`` has 10 particles;
-    ``ood-close`` has 5 particles with a pair between 0.1 and 0.25 Å apart (large |E|). ``quick``
-    shrinks the evaluation splits (test and OOD to 200) for smoke runs.
+    ``ood-close`` has 5 particles with a pair between 0.1 and 0.25 Å apart (large |E|). The
+    training size defaults to 1000; ``quick`` makes it 200 and shrinks the test and OOD
+    splits to 200 for smoke runs.
     """
+    if train_size is None:
+        train_size = 200 if quick else 1000
     if quick:
         test_size, ood_size = min(test_size, 200), min(ood_size, 200)
     for name, value in (("train_size", train_size), ("test_size", test_size),

@@ -1,0 +1,134 @@
+"""The ``uqbench`` command line. Errors in user input: one line on stderr, exit status 2."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import yaml
+
+from uqbench.errors import UQBenchError
+
+
+def _parse_params(values: tuple[str, ...]) -> dict:
+    params = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UQBenchError(f"--param expects KEY=VALUE; got {item!r}")
+        params[key] = yaml.safe_load(raw)
+    return params
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """uqbench: benchmark uncertainty quantification of machine-learning potentials.
+
+    \b
+    Typical use:
+      uqbench methods                      # what can be run
+      uqbench run --method ensemble-egnn --dataset nbody --quick
+      uqbench leaderboard --results results --out leaderboard
+    """
+
+
+@cli.command()
+@click.option("--method", "-m", required=True, help="Method key, e.g. ensemble-egnn "
+              "(see `uqbench methods`).")
+@click.option("--dataset", "-d", required=True, help="Dataset key, e.g. nbody "
+              "(see `uqbench datasets`).")
+@click.option("--train-size", type=int, default=None,
+              help="Training structures (default: the dataset's own).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed for model initialisation and training order.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (CUDA when present), cpu or cuda.")
+@click.option("--n-samples", type=int, default=None,
+              help="Samples drawn at prediction (default: the method's own).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("results"),
+              show_default=True, help="Directory for result records.")
+@click.option("--quick", is_flag=True,
+              help="Smoke-test budget: small data, small model, few epochs.")
+@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
+              help="Override a method hyperparameter (value parsed as YAML); repeatable.")
+def run(method, dataset, train_size, seed, device, n_samples, out, quick, params) -> None:
+    """Fit METHOD on DATASET, predict every test split, score, and write one record."""
+    from uqbench.runner import RunConfig, run as do_run, summary_table
+
+    cfg = RunConfig(method=method, dataset=dataset, train_size=train_size, seed=seed,
+                    device=device, n_samples=n_samples, quick=quick,
+                    params=_parse_params(params), out=out)
+    path, record = do_run(cfg)
+    click.echo(f"{method} on {dataset} (train size {record['train_size']}, seed {seed}, "
+               f"{record['device']}): fit {record['timings']['fit_s']:.1f} s")
+    click.echo(summary_table(record))
+    click.echo(f"record: {path}")
+
+
+def _list(kind: str) -> None:
+    from uqbench.registry import entries
+
+    found = entries(kind)
+    if not found:
+        click.echo(f"no {kind}s registered")
+    width = max((len(k) for k in found), default=0)
+    for key, entry in found.items():
+        click.echo(f"{key:<{width}}  {entry.summary}")
+
+
+@cli.command()
+def methods() -> None:
+    """List registered UQ methods (built-in and plugins)."""
+    _list("method")
+
+
+@cli.command()
+def datasets() -> None:
+    """List registered datasets (built-in and plugins)."""
+    _list("dataset")
+
+
+@cli.command()
+def metrics() -> None:
+    """List registered metrics."""
+    _list("metric")
+
+
+@cli.command()
+@click.option("--results", type=click.Path(path_type=Path), default=Path("results"),
+              show_default=True, help="Directory of result records.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("leaderboard"),
+              show_default=True, help="Directory for CSV and Markdown.")
+def leaderboard(results: Path, out: Path) -> None:
+    """Turn result records into a tidy CSV, a wide CSV per dataset and Markdown."""
+    from uqbench.leaderboard import write_leaderboard
+    from uqbench.results import check_writable
+
+    if not results.is_dir():
+        raise UQBenchError(f"no results directory {str(results)!r}")
+    check_writable(out)
+    written, skipped = write_leaderboard(results, out)
+    for msg in skipped:
+        click.echo(f"uqbench: warning: skipped {msg}", err=True)
+    for path in written:
+        click.echo(str(path))
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cli.main(args=argv, prog_name="uqbench", standalone_mode=False)
+    except UQBenchError as exc:
+        click.echo(f"uqbench: error: {exc}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        click.echo("uqbench: aborted", err=True)
+        return 130
+    except click.ClickException as exc:  # usage errors: unknown option, bad integer, ...
+        click.echo(f"uqbench: error: {exc.format_message()}", err=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Assemble run records into the leaderboard: tidy CSV, wide CSV per dataset, Markdown."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from uqbench.metrics.table import BUILTIN
+from uqbench.results import read_record
+
+TIDY_COLUMNS = [
+    "dataset", "method", "train_size", "seed", "quick", "split", "target", "metric", "value",
+    "unit", "direction", "fit_s", "predict_s_per_structure", "n_parameters", "n_samples",
+    "device", "run_id",
+]
+HEADLINE = ("crps", "nll", "spearman", "miscalibration_area", "ence", "coverage_95", "rmse",
+            "ood_auroc")
+_SPECS = {m.key: m for m in BUILTIN}
+_UNITS = {"energy": "eV/atom", "forces": "eV/Å"}
+
+
+def load_records(results_dir: Path) -> tuple[list[dict], list[str]]:
+    """Every valid record under ``results_dir`` and a message per file that was skipped."""
+    records, skipped = [], []
+    for path in sorted(Path(results_dir).rglob("*.json")):
+        try:
+            records.append(read_record(path))
+        except (ValueError, OSError) as exc:
+            skipped.append(f"{path}: {exc}")
+    return records, skipped
+
+
+def tidy(records: list[dict]) -> pd.DataFrame:
+    """One row per run x split x target x metric, deterministically ordered."""
+    rows = []
+    for r in records:
+        for split, targets in r["metrics"].items():
+            for target, values in targets.items():
+                for metric, value in values.items():
+                    spec = _SPECS.get(metric)
+                    unit = ""
+                    if spec is not None:
+                        unit = _UNITS.get(target, "") if spec.unit == "target" else spec.unit
+                    rows.append({
+                        "dataset": r["dataset"]["key"], "method": r["method"]["key"],
+                        "train_size": r["train_size"], "seed": r["seed"],
+                        "quick": bool(r.get("quick", False)), "split": split, "target": target,
+                        "metric": metric, "value": pd.to_numeric(value, errors="coerce"),
+                        "unit": unit,
+                        "direction": spec.direction if spec is not None else "count",
+                        "fit_s": r["timings"]["fit_s"],
+                        "predict_s_per_structure": r["timings"]["predict_s_per_structure"],
+                        "n_parameters": r.get("n_parameters"), "n_samples": r.get("n_samples"),
+                        "device": r.get("device"), "run_id": r["run_id"],
+                    })
+    frame = pd.DataFrame(rows, columns=TIDY_COLUMNS)
+    if frame.empty:
+        return frame
+    frame["value"] = frame["value"].astype(float)
+    return frame.sort_values(
+        ["dataset", "method", "train_size", "seed", "split", "target", "metric", "run_id"],
+        kind="stable",
+    ).reset_index(drop=True)
+
+
+def wide(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std and count over seeds, one row per method x train size x split x target."""
+    keys = ["method", "train_size", "quick", "split", "target"]
+    stats = frame.groupby(keys + ["metric"], sort=True)["value"].agg(["mean", "std"])
+    table = stats.unstack("metric")
+    table.columns = [f"{metric}_{stat}" for stat, metric in table.columns]
+    ordered = sorted(table.columns, key=lambda c: (c.rsplit("_", 1)[0], c.rsplit("_", 1)[1]))
+    cost = frame.groupby(keys, sort=True)[["fit_s", "predict_s_per_structure", "n_parameters",
+                                            "n_samples"]].mean()
+    seeds = frame.groupby(keys, sort=True)["seed"].nunique().rename("n_seeds")
+    return pd.concat([seeds, table[ordered], cost], axis=1).reset_index()
+
+
+def markdown(frame: pd.DataFrame, dataset: str) -> str:
+    lines = [f"# {dataset}", "",
+             "Mean ± standard deviation over seeds (n = seeds). Lower is better for CRPS, NLL, "
+             "miscalibration area, ENCE and RMSE; higher for Spearman and OOD ROC-AUC; "
+             "coverage should be 0.95.", ""]
+    sub = frame[frame["metric"].isin(HEADLINE)]
+    for (target, split), part in sub.groupby(["target", "split"], sort=True):
+        lines += [f"## {target} — {split}", ""]
+        g = part.groupby(["method", "train_size", "quick", "metric"])["value"]
+        agg = g.agg(["mean", "std", "count"]).reset_index()
+        cols = [m for m in HEADLINE if m in set(agg["metric"])]
+        lines.append("| method | train size | n | " + " | ".join(cols) + " |")
+        lines.append("|---|---:|---:|" + "---:|" * len(cols))
+        for (method, size, quick), rows in agg.groupby(["method", "train_size", "quick"]):
+            cells = []
+            for m in cols:
+                row = rows[rows["metric"] == m]
+                if row.empty:
+                    cells.append("")
+                    continue
+                mean, std = row["mean"].iloc[0], row["std"].iloc[0]
+                cells.append(f"{mean:.4g}" + ("" if pd.isna(std) else f" ± {std:.2g}"))
+            n = int(rows["count"].max())
+            label = f"{method} (quick)" if quick else method
+            lines.append(f"| {label} | {size} | {n} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _write_atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_leaderboard(results_dir: Path, out_dir: Path) -> tuple[list[Path], list[str]]:
+    """Write ``results.csv``, ``<dataset>.csv`` and ``<dataset>.md``; returns files, skips."""
+    records, skipped = load_records(results_dir)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame = tidy(records)
+    written = [out_dir / "results.csv"]
+    _write_atomic_text(written[0], frame.to_csv(index=False))
+    for dataset, part in frame.groupby("dataset", sort=True):
+        csv_path, md_path = out_dir / f"{dataset}.csv", out_dir / f"{dataset}.md"
+        _write_atomic_text(csv_path, wide(part).to_csv(index=False))
+        _write_atomic_text(md_path, markdown(part, dataset))
+        written += [csv_path, md_path]
+    return written, skipped

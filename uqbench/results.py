@@ -1,0 +1,110 @@
+"""Result records: one JSON file per run, written atomically, with provenance."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from uqbench.cache import content_hash
+from uqbench.errors import UQBenchError
+
+SCHEMA_VERSION = 1
+REQUIRED_KEYS = ("schema_version", "run_id", "method", "dataset", "train_size", "seed",
+                 "metrics", "timings", "provenance")
+
+
+def run_id(config: dict[str, Any]) -> str:
+    """A stable name for a run configuration: ``n<train>-seed<seed>-<hash>``."""
+    return f"n{config['train_size']}-seed{config['seed']}-{content_hash(config)[:10]}"
+
+
+def record_path(out_dir: Path, dataset: str, method: str, rid: str) -> Path:
+    return Path(out_dir) / _safe(dataset) / _safe(method) / f"{rid}.json"
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def check_writable(out_dir: Path) -> None:
+    """Fail early (before any training) when results could not be written."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        raise UQBenchError(f"cannot write results to {str(out_dir)!r}: {exc.strerror}") from None
+
+
+def json_safe(obj: Any) -> Any:
+    """Non-finite floats become the strings "NaN", "Infinity", "-Infinity" (strict JSON)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # NumPy scalars
+        return json_safe(obj.item())
+    return obj
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(json_safe(payload), fh, indent=2, sort_keys=False, allow_nan=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_record(path: Path) -> dict:
+    record = json.loads(Path(path).read_text())
+    missing = [k for k in REQUIRED_KEYS if k not in record]
+    if missing:
+        raise ValueError(f"{path}: not a uqbench record (missing {', '.join(missing)})")
+    return record
+
+
+def provenance() -> dict[str, Any]:
+    versions = {}
+    for pkg in ("uqbench", "torch", "numpy", "scipy", "ase", "pandas"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "versions": versions,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "git_commit": _git_commit(),
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _git_commit() -> str | None:
+    src = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--", "."],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None

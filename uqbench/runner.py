@@ -1,0 +1,149 @@
+"""One run: dataset -> fit -> predict every scored split -> score -> record."""
+
+from __future__ import annotations
+
+import inspect
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from uqbench import registry
+from uqbench.errors import UQBenchError
+from uqbench.results import (
+    SCHEMA_VERSION, check_writable, provenance, record_path, run_id, write_json_atomic,
+)
+
+
+@dataclass
+class RunConfig:
+    method: str
+    dataset: str
+    train_size: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    n_samples: int | None = None
+    quick: bool = False
+    params: dict[str, Any] = field(default_factory=dict)
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    out: Path = Path("results")
+
+
+def _metric_specs() -> list:
+    specs = []
+    for key, entry in registry.entries("metric").items():
+        if entry.error is None:
+            specs.append(entry.obj)
+        else:
+            print(f"uqbench: warning: metric {key!r} skipped: {entry.error}")
+    return specs
+
+
+def _seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare(cfg: RunConfig):
+    """Validate everything cheap before any expensive work; returns (method, loader kwargs)."""
+    if cfg.train_size is not None and cfg.train_size < 1:
+        raise UQBenchError(f"--train-size must be a positive integer; got {cfg.train_size}")
+    if cfg.n_samples is not None and cfg.n_samples < 1:
+        raise UQBenchError(f"--n-samples must be a positive integer; got {cfg.n_samples}")
+    loader = registry.get("dataset", cfg.dataset)
+    method = registry.create_method(cfg.method)
+    overrides: dict[str, Any] = dict(type(method).quick_params) if cfg.quick else {}
+    overrides.update(cfg.params)
+    overrides.update({"seed": cfg.seed, "device": cfg.device})
+    if cfg.n_samples is not None:
+        overrides["n_samples"] = cfg.n_samples
+    try:
+        method.set_params(**{k: v for k, v in overrides.items() if k in method.get_params()})
+        unknown = set(cfg.params) - set(method.get_params())
+        if unknown:
+            raise ValueError(f"unknown hyperparameter(s) {', '.join(sorted(unknown))}")
+    except ValueError as exc:
+        raise UQBenchError(f"method {cfg.method!r}: {exc}") from None
+    from uqbench.training import resolve_device
+
+    resolve_device(cfg.device)
+    data_kwargs = dict(cfg.dataset_options)
+    accepted = inspect.signature(loader).parameters
+    if cfg.train_size is not None:
+        data_kwargs["train_size"] = cfg.train_size
+    if cfg.quick and "quick" in accepted:
+        data_kwargs["quick"] = True
+    check_writable(cfg.out)
+    return method, data_kwargs
+
+
+def run(cfg: RunConfig, log=print) -> tuple[Path, dict]:
+    """Do the whole flow for one configuration and write its record; returns (path, record)."""
+    method, data_kwargs = prepare(cfg)
+    _seed_everything(cfg.seed)
+    t0 = time.perf_counter()
+    dataset = registry.load_dataset(cfg.dataset, **data_kwargs)
+    data_s = time.perf_counter() - t0
+    train_size = len(dataset.splits["train"])
+
+    t0 = time.perf_counter()
+    method.fit(dataset.splits["train"], dataset.splits.get("val"))
+    fit_s = time.perf_counter() - t0
+
+    predictions, predict_s = {}, {}
+    for split in dataset.test_splits:
+        t0 = time.perf_counter()
+        predictions[split] = method.predict_distribution(dataset.splits[split], cfg.n_samples)
+        predict_s[split] = time.perf_counter() - t0
+
+    from uqbench.scoring import score
+
+    metrics, curves = score(predictions, dataset.splits, _metric_specs())
+    n_predicted = sum(len(dataset.splits[s]) for s in predictions)
+    params = method.get_params()
+    config = {"method": cfg.method, "params": params, "dataset": cfg.dataset,
+              "dataset_options": dataset.options, "train_size": train_size,
+              "seed": cfg.seed, "quick": cfg.quick, "n_samples": cfg.n_samples}
+    rid = run_id(config)
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": rid,
+        "method": {"key": cfg.method, "class": type(method).__name__, "hyperparameters": params},
+        "dataset": {"key": cfg.dataset, "options": dataset.options, "sizes": dataset.sizes()},
+        "train_size": train_size,
+        "seed": cfg.seed,
+        "quick": cfg.quick,
+        "device": str(getattr(method, "device_", cfg.device)),
+        "n_parameters": method.n_parameters,
+        "n_samples": next(iter(predictions.values())).n_samples,
+        "timings": {"data_s": data_s, "fit_s": fit_s, "predict_s": predict_s,
+                    "predict_s_per_structure": sum(predict_s.values()) / max(n_predicted, 1)},
+        "metrics": metrics,
+        "curves": curves,
+        "provenance": provenance(),
+    }
+    path = record_path(cfg.out, cfg.dataset, cfg.method, rid)
+    write_json_atomic(path, record)
+    return path, record
+
+
+def summary_table(record: dict, metrics=("crps", "nll", "spearman", "miscalibration_area",
+                                         "coverage_95", "rmse", "ood_auroc")) -> str:
+    """A short text table of the headline metrics of one record."""
+    import pandas as pd
+
+    rows = []
+    for split, targets in record["metrics"].items():
+        for target, values in targets.items():
+            row = {"split": split, "target": target}
+            row.update({m: values.get(m) for m in metrics})
+            rows.append(row)
+    frame = pd.DataFrame(rows).set_index(["split", "target"])
+    frame = frame.apply(pd.to_numeric, errors="coerce")
+    return frame.to_string(float_format=lambda v: f"{v:.4g}", na_rep="-")
