@@ -1,4 +1,4 @@
-"""A content-addressed cache for generated and fetched data (extxyz files)."""
+"""A content-addressed cache for generated data: lossless ``.npz`` files of labelled splits."""
 
 from __future__ import annotations
 
@@ -7,11 +7,9 @@ import json
 import os
 from pathlib import Path
 
-import ase.io
+import numpy as np
 from ase import Atoms
 from platformdirs import user_cache_dir
-
-from uqbench.dataset import normalise_labels
 
 
 def cache_dir() -> Path:
@@ -25,22 +23,37 @@ def content_hash(payload: dict) -> str:
 
 
 def write_splits(path: Path, splits: dict[str, list[Atoms]]) -> None:
-    """All splits in one extxyz file (``info["split"]``), written atomically."""
+    """All splits in one ``.npz`` (bit-exact, unlike text extxyz), written atomically."""
+    names = list(splits)
+    frames = [(i, a) for i, name in enumerate(names) for a in splits[name]]
+    arrays = {
+        "split_names": np.array(names),
+        "split": np.array([i for i, _ in frames]),
+        "n_atoms": np.array([len(a) for _, a in frames]),
+        "numbers": np.concatenate([a.numbers for _, a in frames]),
+        "positions": np.concatenate([a.positions for _, a in frames]),
+        "charges": np.concatenate([a.get_initial_charges() for _, a in frames]),
+        "forces": np.concatenate([a.arrays["forces"] for _, a in frames]),
+        "energy": np.array([a.info["energy"] for _, a in frames]),
+        "cell": np.array([np.asarray(a.cell) for _, a in frames]),
+        "pbc": np.array([a.pbc for _, a in frames]),
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    frames = []
-    for name, structures in splits.items():
-        for atoms in structures:
-            a = atoms.copy()
-            a.info["split"] = name
-            frames.append(a)
-    ase.io.write(tmp, frames, format="extxyz")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, **arrays)
     os.replace(tmp, path)
 
 
 def read_splits(path: Path) -> dict[str, list[Atoms]]:
-    splits: dict[str, list[Atoms]] = {}
-    for atoms in ase.io.read(path, index=":", format="extxyz"):
-        atoms = normalise_labels(atoms)
-        splits.setdefault(atoms.info.pop("split"), []).append(atoms)
+    data = np.load(path, allow_pickle=False)
+    names = [str(n) for n in data["split_names"]]
+    splits: dict[str, list[Atoms]] = {name: [] for name in names}
+    ends = np.cumsum(data["n_atoms"])
+    for k, (start, end) in enumerate(zip(ends - data["n_atoms"], ends, strict=True)):
+        atoms = Atoms(numbers=data["numbers"][start:end], positions=data["positions"][start:end],
+                      cell=data["cell"][k], pbc=data["pbc"][k])
+        atoms.set_initial_charges(data["charges"][start:end])
+        atoms.info["energy"] = float(data["energy"][k])
+        atoms.arrays["forces"] = data["forces"][start:end].copy()
+        splits[names[data["split"][k]]].append(atoms)
     return splits

@@ -161,7 +161,7 @@ def load_nbody(
                    ood_n_particles=ood_n_particles, seed=seed)
     key = content_hash({"dataset": "nbody", "version": GENERATOR_VERSION, **options,
                         "r_close": R_CLOSE, "r_floor": R_FLOOR, "frame_every": FRAME_EVERY})
-    path = cache_dir() / "nbody" / f"nbody-{key}.extxyz"
+    path = cache_dir() / "nbody" / f"nbody-{key}.npz"
     if use_cache and path.exists():
         splits = read_splits(path)
     else:
