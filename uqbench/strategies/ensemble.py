@@ -11,7 +11,7 @@ from uqbench.strategies.base import TorchUQMethod
 class DeepEnsemble(TorchUQMethod):
     """Deep ensemble of M backbones differing in initialisation and minibatch order."""
 
-    quick_params = {"n_members": 3, "max_epochs": 15, "patience": 5, "lr": 3e-3,
+    quick_params = {"max_epochs": 15, "patience": 5, "lr": 3e-3,
                     "backbone_options": {"hidden": 32, "n_layers": 2}}
 
     def __init__(self, n_members: int = 5, **kwargs) -> None:
