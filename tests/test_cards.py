@@ -30,8 +30,9 @@ def test_method_cards_valid_and_match_code():
         assert card["quick"] == type(method).quick_params, key
         assert entries("method")[key].target == card["implementation"]
         if "backbone_defaults" in card:
-            from uqbench.backbones.egnn import EGNN
             import inspect
+
+            from uqbench.backbones.egnn import EGNN
 
             defaults = {n: p.default for n, p in inspect.signature(EGNN).parameters.items()}
             for name, value in card["backbone_defaults"].items():

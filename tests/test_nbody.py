@@ -33,7 +33,7 @@ def test_forces_are_minus_gradient_of_energy():
 
 
 def test_labels_are_exact_and_unclipped(tiny_nbody):
-    for name, structures in tiny_nbody.splits.items():
+    for structures in tiny_nbody.splits.values():
         for atoms in structures[:5]:
             q = atoms.get_initial_charges()
             assert set(np.unique(q)) <= {-1.0, 1.0}

@@ -54,7 +54,8 @@ def cli() -> None:
               help="Override a method hyperparameter (value parsed as YAML); repeatable.")
 def run(method, dataset, train_size, seed, device, n_samples, out, quick, params) -> None:
     """Fit METHOD on DATASET, predict every test split, score, and write one record."""
-    from uqbench.runner import RunConfig, run as do_run, summary_table
+    from uqbench.runner import RunConfig, summary_table
+    from uqbench.runner import run as do_run
 
     cfg = RunConfig(method=method, dataset=dataset, train_size=train_size, seed=seed,
                     device=device, n_samples=n_samples, quick=quick,

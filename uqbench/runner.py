@@ -14,7 +14,12 @@ import numpy as np
 from uqbench import registry
 from uqbench.errors import UQBenchError
 from uqbench.results import (
-    SCHEMA_VERSION, check_writable, provenance, record_path, run_id, write_json_atomic,
+    SCHEMA_VERSION,
+    check_writable,
+    provenance,
+    record_path,
+    run_id,
+    write_json_atomic,
 )
 
 

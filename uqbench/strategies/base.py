@@ -6,6 +6,7 @@ import functools
 import json
 import time
 from pathlib import Path
+
 import numpy as np
 import torch
 from ase import Atoms
