@@ -15,6 +15,7 @@ from scipy import stats
 from scipy.special import ndtr, ndtri
 
 _CHUNK = 4096  # columns per block: keeps the working set in cache (measured in benchmarks/)
+MAX_THREADS: int | None = None  # threads for large CRPS inputs; None = os.cpu_count()
 
 
 def _arrays(*arrays: np.ndarray) -> list[np.ndarray]:
@@ -64,8 +65,9 @@ def crps_ensemble(
         out[j0:j1] = abs_err / m - (c @ weights) * spread_norm
 
     starts = range(0, y_flat.size, _CHUNK)
-    if y_flat.size >= 16 * _CHUNK:  # NumPy releases the GIL in sort, ufuncs and matmul
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    threads = MAX_THREADS or os.cpu_count() or 1
+    if threads > 1 and y_flat.size >= 16 * _CHUNK:  # NumPy releases the GIL in these kernels
+        with ThreadPoolExecutor(max_workers=threads) as pool:
             list(pool.map(block, starts))
     else:
         for j0 in starts:
