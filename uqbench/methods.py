@@ -21,3 +21,17 @@ def mcdropout_egnn(**hyperparameters: Any):
     from uqbench.strategies.mcdropout import MCDropout
 
     return MCDropout(backbone="egnn", **hyperparameters)
+
+
+def p_egnn(**hyperparameters: Any):
+    """P-EGNN: EGNN with learned functional perturbations, finetuned with the fair CRPS."""
+    from uqbench.strategies.perturbation import FunctionalPerturbation
+
+    return FunctionalPerturbation(backbone="egnn", **hyperparameters)
+
+
+def blip_egnn(**hyperparameters: Any):
+    """BLIP-EGNN: adaptive variational dropout on EGNN's message and update functions."""
+    from uqbench.strategies.blip import BLIP
+
+    return BLIP(backbone="egnn", **hyperparameters)

@@ -99,3 +99,37 @@ def train(
         model.load_state_dict(best_state)
     history["epochs"] = len(history["train_loss"])
     return history
+
+
+def fair_crps(samples: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Fair CRPS per target, differentiable; ``samples`` [S, *y.shape], S >= 2.
+
+    Uses sorted samples (sum_ij |x_i - x_j| = 2 sum_k (2k - S - 1) x_(k)), like
+    `uqbench.metrics.crps_ensemble`, so memory stays O(S) per target.
+    """
+    s = samples.shape[0]
+    if s < 2:
+        raise ValueError("the fair CRPS needs at least 2 samples")
+    abs_err = (samples - y.unsqueeze(0)).abs().mean(0)
+    ranks = torch.arange(1, s + 1, device=samples.device, dtype=samples.dtype)
+    weights = (2 * ranks - s - 1).view(-1, *([1] * y.dim()))
+    spread = (torch.sort(samples, dim=0).values * weights).sum(0) / (s * (s - 1))
+    return abs_err - spread
+
+
+class fixed_noise:  # noqa: N801 (used as a context manager, like torch.no_grad)
+    """Run a block with the global torch RNG seeded, then restore it: validation losses of
+    stochastic models then use the same noise every epoch."""
+
+    def __init__(self, seed: int, device: torch.device) -> None:
+        self.seed, self.device = seed, device
+        self._fork = None
+
+    def __enter__(self) -> None:
+        devices = [self.device] if self.device.type == "cuda" else []
+        self._fork = torch.random.fork_rng(devices=devices)
+        self._fork.__enter__()
+        torch.manual_seed(self.seed)
+
+    def __exit__(self, *exc) -> None:
+        self._fork.__exit__(*exc)

@@ -91,28 +91,40 @@ class TorchUQMethod(UQMethod):
         if val:
             _check_labelled(val, "val")
         self.device_ = resolve_device(self.device)
-        adapter = self._adapter
-        train_items = adapter.graph_items(train_set)
-        val_items = adapter.graph_items(val) if val else None
+        train_items = self._adapter.graph_items(train_set)
+        val_items = self._adapter.graph_items(val) if val else None
         self.models_: list[nn.Module] = []
         self.history_: list[dict] = []
         start = time.perf_counter()
         for member in range(self._n_members()):
             torch.manual_seed(self.seed * 1000 + member)
-            model = adapter.build().to(self.device_, self._torch_dtype)
-            adapter.fit_normalisation(model, train_items)
-            history = train(
-                model, train_items, val_items, self._loss,
-                max_epochs=self.max_epochs, lr=self.lr, batch_size=self.batch_size,
-                patience=self.patience, device=self.device_, dtype=self._torch_dtype,
-                seed=self.seed * 1000 + member,
-                desc=f"{self.key or type(self).__name__} member {member + 1}/{self._n_members()}",
-            )
+            model, history = self._fit_member(member, train_items, val_items)
             model.eval()
             self.models_.append(model)
             self.history_.append(history)
         self.fit_seconds_ = time.perf_counter() - start
         return self
+
+    def _new_backbone(self, train_items: list[dict]) -> nn.Module:
+        model = self._adapter.build().to(self.device_, self._torch_dtype)
+        self._adapter.fit_normalisation(model, train_items)
+        return model
+
+    def _fit_member(self, member: int, train_items: list[dict],
+                    val_items: list[dict] | None) -> tuple[nn.Module, dict]:
+        """Default: one backbone trained with the MSE loss."""
+        model = self._new_backbone(train_items)
+        history = self._train(model, train_items, val_items, self._loss, self.max_epochs,
+                              self.lr, member, f"member {member + 1}/{self._n_members()}")
+        return model, history
+
+    def _train(self, model, train_items, val_items, loss_fn, max_epochs, lr, member, what):
+        return train(
+            model, train_items, val_items, loss_fn,
+            max_epochs=max_epochs, lr=lr, batch_size=self.batch_size, patience=self.patience,
+            device=self.device_, dtype=self._torch_dtype, seed=self.seed * 1000 + member,
+            desc=f"{self.key or type(self).__name__} {what}",
+        )
 
     @property
     def n_parameters(self) -> int | None:
@@ -139,9 +151,10 @@ class TorchUQMethod(UQMethod):
             np.concatenate(energies, axis=1), np.concatenate(forces, axis=1), n_atoms
         )
 
-    def _member_passes(self, model: nn.Module, batch, copies: int):
-        """``copies`` stochastic passes of one model as one replicated batch."""
-        e, f = energy_and_forces(model, batch.repeat(copies))
+    def _member_passes(self, model: nn.Module, batch, copies: int, **model_kwargs):
+        """``copies`` passes of one model as one replicated batch (``model_kwargs`` go to
+        the model's forward, e.g. per-replica noise)."""
+        e, f = energy_and_forces(model, batch.repeat(copies), **model_kwargs)
         return (e.reshape(copies, batch.n_structures),
                 f.reshape(copies, batch.positions.shape[0], 3))
 
@@ -170,15 +183,15 @@ class TorchUQMethod(UQMethod):
         states = torch.load(path / "weights.pt", map_location=method.device_, weights_only=True)
         method.models_ = []
         for state in states:
-            model = method._adapter.build().to(method.device_, method._torch_dtype)
-            method._prepare_loaded(model)
+            model = method._wrap(method._adapter.build()).to(method.device_, method._torch_dtype)
             model.load_state_dict(state)
             model.eval()
             method.models_.append(model)
         return method
 
-    def _prepare_loaded(self, model: nn.Module) -> None:
-        """Hook: make a freshly built module match the saved one's structure."""
+    def _wrap(self, backbone: nn.Module) -> nn.Module:
+        """The fitted module around a backbone (identity here; strategies add their layers)."""
+        return backbone
 
 
 def _chunks(items: list[dict], max_edges: int):
