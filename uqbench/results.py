@@ -22,7 +22,9 @@ REQUIRED_KEYS = ("schema_version", "run_id", "method", "dataset", "train_size", 
 
 
 def run_id(config: dict[str, Any]) -> str:
-    """A stable name for a run configuration: ``n<train>-seed<seed>-<hash>``."""
+    """A stable name for a run configuration: ``n<train>-seed<seed>-<hash>``.
+
+    Hyperparameters are hashed as given; a default changed in code makes a new id."""
     return f"n{config['train_size']}-seed{config['seed']}-{content_hash(config)[:10]}"
 
 

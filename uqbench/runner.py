@@ -88,9 +88,25 @@ def prepare(cfg: RunConfig):
     return method, data_kwargs
 
 
-def run(cfg: RunConfig, log=print) -> tuple[Path, dict]:
+def identity(cfg: RunConfig, method, data_kwargs: dict) -> tuple[str, dict]:
+    """The run's id and the configuration it hashes (known before any data is made)."""
+    config = {"method": cfg.method, "params": method.get_params(), "dataset": cfg.dataset,
+              "dataset_options": data_kwargs, "train_size": cfg.train_size or "default",
+              "seed": cfg.seed, "quick": cfg.quick, "n_samples": cfg.n_samples}
+    return run_id(config), config
+
+
+def planned_path(cfg: RunConfig) -> Path:
+    """Where the record of ``cfg`` is (or will be) written."""
+    method, data_kwargs = prepare(cfg)
+    rid, _ = identity(cfg, method, data_kwargs)
+    return record_path(cfg.out, cfg.dataset, cfg.method, rid)
+
+
+def run(cfg: RunConfig) -> tuple[Path, dict]:
     """Do the whole flow for one configuration and write its record; returns (path, record)."""
     method, data_kwargs = prepare(cfg)
+    rid, config = identity(cfg, method, data_kwargs)
     _seed_everything(cfg.seed)
     t0 = time.perf_counter()
     dataset = registry.load_dataset(cfg.dataset, **data_kwargs)
@@ -112,15 +128,12 @@ def run(cfg: RunConfig, log=print) -> tuple[Path, dict]:
     metrics, curves = score(predictions, dataset.splits, _metric_specs())
     n_predicted = sum(len(dataset.splits[s]) for s in predictions)
     params = method.get_params()
-    config = {"method": cfg.method, "params": params, "dataset": cfg.dataset,
-              "dataset_options": dataset.options, "train_size": train_size,
-              "seed": cfg.seed, "quick": cfg.quick, "n_samples": cfg.n_samples}
-    rid = run_id(config)
     record = {
         "schema_version": SCHEMA_VERSION,
         "run_id": rid,
         "method": {"key": cfg.method, "class": type(method).__name__, "hyperparameters": params},
         "dataset": {"key": cfg.dataset, "options": dataset.options, "sizes": dataset.sizes()},
+        "config": config,
         "train_size": train_size,
         "seed": cfg.seed,
         "quick": cfg.quick,

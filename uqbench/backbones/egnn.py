@@ -1,10 +1,11 @@
 """EGNN (Satorras, Hoogeboom, Welling 2021) as an energy model with autograd forces.
 
 Messages depend on invariant features only (node states, a radial basis of |r_ij|, EGNN's
-squared distance and the edge attribute q_i q_j), as in EGNN's QM9 setup where positions are not updated, so the
-energy is invariant to rotations, reflections, translations and permutations, and forces
-F = -dE/dx are equivariant. Energy = sum of atom energies. With a finite ``cutoff`` the
-graph holds periodic images, so the same code serves molecules and crystals.
+squared distance and the edge attribute q_i q_j), as in EGNN's QM9 setup where positions
+are not updated, so the energy is invariant to rotations, reflections, translations and
+permutations, and forces F = -dE/dx are equivariant. Energy = sum of atom energies. With a
+finite ``cutoff`` the graph holds periodic images, so the same code serves molecules and
+crystals.
 """
 
 from __future__ import annotations
