@@ -67,6 +67,30 @@ def run(method, dataset, train_size, seed, device, n_samples, out, quick, params
     click.echo(f"record: {path}")
 
 
+@cli.command()
+@click.argument("sweep_file", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("results"),
+              show_default=True, help="Directory for result records.")
+def sweep(sweep_file: Path, out: Path) -> None:
+    """Run every configuration of SWEEP_FILE (YAML) not yet recorded in --out.
+
+    Resumable: recorded runs are skipped; a failed run leaves a .failed file and the sweep
+    goes on.
+    """
+    from uqbench.results import check_writable
+    from uqbench.sweep import expand, load_sweep, run_sweep
+
+    configs = expand(load_sweep(sweep_file), out)
+    check_writable(out)
+    for cfg in configs:  # validate every configuration before running any
+        from uqbench.runner import prepare
+
+        prepare(cfg)
+    counts = run_sweep(configs)
+    click.echo(f"sweep: {counts['done']} run, {counts['skipped']} already recorded, "
+               f"{counts['failed']} failed")
+
+
 def _list(kind: str) -> None:
     from uqbench.registry import entries
 

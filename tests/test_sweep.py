@@ -1,0 +1,68 @@
+"""Sweeps: grid expansion with rules, resume by skipping recorded runs, failures recorded."""
+
+import pytest
+
+from uqbench.cli import main
+from uqbench.errors import UQBenchError
+from uqbench.sweep import expand, load_sweep, run_sweep
+
+SPEC = """
+methods: [ensemble-egnn, mcdropout-egnn]
+datasets: [nbody]
+train_sizes: [12, 16]
+seeds: [0]
+quick: true
+params:
+  - set: {max_epochs: 1, n_samples: 3}
+  - when: {method: ensemble-egnn}
+    set: {n_members: 2}
+  - when: {train_size: 16, method: mcdropout-egnn}
+    set: {dropout: 0.2}
+"""
+
+
+def test_expand_applies_rules_in_order(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(SPEC)
+    configs = expand(load_sweep(path), tmp_path / "out")
+    assert len(configs) == 4
+    by = {(c.method, c.train_size): c.params for c in configs}
+    assert by[("ensemble-egnn", 12)] == {"max_epochs": 1, "n_samples": 3, "n_members": 2}
+    assert by[("mcdropout-egnn", 16)] == {"max_epochs": 1, "n_samples": 3, "dropout": 0.2}
+    assert by[("mcdropout-egnn", 12)] == {"max_epochs": 1, "n_samples": 3}
+
+
+def test_sweep_resumes_and_records_failures(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(SPEC)
+    out = tmp_path / "out"
+    configs = expand(load_sweep(path), out)
+    assert run_sweep(configs[:2], progress=False) == {"done": 2, "skipped": 0, "failed": 0}
+    assert run_sweep(configs, progress=False) == {"done": 2, "skipped": 2, "failed": 0}
+    assert len(list(out.rglob("*.json"))) == 4
+    bad = configs[0]
+    bad.params = {**bad.params, "lr": float("nan"), "max_epochs": 1}
+    counts = run_sweep([bad], progress=False)
+    assert counts == {"done": 0, "skipped": 0, "failed": 1}
+    failed = list(out.rglob("*.failed"))
+    assert len(failed) == 1 and "Invalid learning rate" in failed[0].read_text()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("methods: []\ndatasets: [nbody]\n", "'methods' must list"),
+    ("methods: [a]\ndatasets: [nbody]\nbogus: 1\n", "unknown key"),
+    ("methods: [a]\ndatasets: [nbody]\nparams: [{when: {seed: 0}}]\n", "needs 'set'"),
+    ("- just a list\n", "must be a mapping"),
+])
+def test_bad_sweep_files(tmp_path, text, message):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(UQBenchError, match=message):
+        load_sweep(path)
+
+
+def test_cli_sweep_validates_before_running(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("methods: [nope]\ndatasets: [nbody]\n")
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert not list((tmp_path / "out").rglob("*.json"))
