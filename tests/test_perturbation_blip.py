@@ -105,7 +105,7 @@ def test_kl_is_finite_and_non_negative():
 
 @pytest.fixture(scope="module")
 def blip_fitted(tiny_nbody):
-    method = uqbench.create_method("blip-egnn", max_epochs=4, kl_anneal_epochs=2, n_samples=8,
+    method = uqbench.create_method("blip-egnn", max_epochs=4, kl_anneal=0.5, n_samples=8,
                                    dtype="float64", **SMALL)
     return method.fit(tiny_nbody.splits["train"], tiny_nbody.splits["val"])
 

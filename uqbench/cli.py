@@ -140,6 +140,28 @@ def leaderboard(results: Path, out: Path) -> None:
         click.echo(str(path))
 
 
+@cli.command()
+@click.option("--results", type=click.Path(path_type=Path), default=Path("results"),
+              show_default=True, help="Directory of result records.")
+@click.option("--method", "-m", required=True, help="The method to assess, e.g. p-egnn.")
+@click.option("--baseline", "-b", required=True, help="The method to compare against.")
+@click.option("--metric", default="crps", show_default=True, help="A metric key.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Also write the table as CSV to this file.")
+def compare(results: Path, method: str, baseline: str, metric: str, out: Path | None) -> None:
+    """Relative improvement of METHOD over BASELINE, paired by seed, per training size."""
+    from uqbench.compare import relative_improvement
+    from uqbench.leaderboard import load_records, tidy
+
+    if not results.is_dir():
+        raise UQBenchError(f"no results directory {str(results)!r}")
+    table = relative_improvement(tidy(load_records(results)[0]), method, baseline, metric)
+    click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out, index=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="uqbench", standalone_mode=False)

@@ -126,4 +126,13 @@ def write_leaderboard(results_dir: Path, out_dir: Path) -> tuple[list[Path], lis
         _write_atomic_text(csv_path, wide(part).to_csv(index=False))
         _write_atomic_text(md_path, markdown(part, dataset))
         written += [csv_path, md_path]
+        full = part[~part["quick"]]
+        if full["train_size"].nunique() > 1:
+            from uqbench.plots import metric_vs_train_size_grid
+
+            fig = out_dir / f"{dataset}-crps-vs-train-size.png"
+            tmp = fig.with_name(f".{fig.stem}.tmp.png")
+            metric_vs_train_size_grid(full, "crps", tmp)
+            os.replace(tmp, fig)
+            written.append(fig)
     return written, skipped

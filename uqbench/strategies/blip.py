@@ -135,14 +135,14 @@ class BLIPModel(nn.Module):
 class BLIP(TorchUQMethod):
     """BLIP-<backbone>: adaptive variational dropout trained by variational inference."""
 
-    quick_params = {"max_epochs": 15, "patience": 5, "lr": 3e-3, "kl_anneal_epochs": 5,
+    quick_params = {"max_epochs": 15, "patience": 5, "lr": 3e-3,
                     "backbone_options": {"hidden": 32, "n_layers": 2}}
 
-    def __init__(self, kl_weight: float = 1.0, kl_anneal_epochs: int = 50,
+    def __init__(self, kl_weight: float = 1.0, kl_anneal: float = 0.25,
                  inference_hidden: int = 32, init_log_alpha: float = -6.0, **kwargs) -> None:
         super().__init__(**kwargs)
         self.kl_weight = kl_weight
-        self.kl_anneal_epochs = kl_anneal_epochs
+        self.kl_anneal = kl_anneal
         self.inference_hidden = inference_hidden
         self.init_log_alpha = init_log_alpha
 
@@ -159,9 +159,11 @@ class BLIP(TorchUQMethod):
         return model, history
 
     def _kl_factor(self) -> float:
-        if self.kl_anneal_epochs <= 0:
+        """KL weight, ramped linearly over the first ``kl_anneal`` fraction of max_epochs."""
+        ramp = self.kl_anneal * self.max_epochs * self._steps_per_epoch
+        if ramp <= 0:
             return self.kl_weight
-        progress = self._step / (self.kl_anneal_epochs * self._steps_per_epoch)
+        progress = self._step / ramp
         return self.kl_weight * min(1.0, progress)
 
     def _nll(self, model: BLIPModel, batch) -> torch.Tensor:
