@@ -71,22 +71,34 @@ def run(method, dataset, train_size, seed, device, n_samples, out, quick, params
 @click.argument("sweep_file", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results"),
               show_default=True, help="Directory for result records.")
-def sweep(sweep_file: Path, out: Path) -> None:
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Use an existing Dask scheduler (e.g. tcp://host:8786).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes of the local Dask cluster (default: one per core, "
+                   "at most one per run).")
+@click.option("--serial", is_flag=True, help="Run in this process, without Dask.")
+def sweep(sweep_file: Path, out: Path, scheduler: str | None, workers: int | None,
+          serial: bool) -> None:
     """Run every configuration of SWEEP_FILE (YAML) not yet recorded in --out.
 
     Resumable: recorded runs are skipped; a failed run leaves a .failed file and the sweep
-    goes on.
+    goes on. Runs go to a local Dask cluster by default, to --scheduler, or to the
+    dask-jobqueue cluster that the sweep file's `cluster` names.
     """
     from uqbench.results import check_writable
-    from uqbench.sweep import expand, load_sweep, run_sweep
+    from uqbench.runner import prepare
+    from uqbench.sweep import expand, load_sweep, run_sweep, run_sweep_dask
 
-    configs = expand(load_sweep(sweep_file), out)
+    spec = load_sweep(sweep_file)
+    configs = expand(spec, out)
     check_writable(out)
     for cfg in configs:  # validate every configuration before running any
-        from uqbench.runner import prepare
-
         prepare(cfg)
-    counts = run_sweep(configs)
+    if serial:
+        counts = run_sweep(configs)
+    else:
+        counts = run_sweep_dask(configs, scheduler=scheduler, n_workers=workers,
+                                cluster_spec=spec.get("cluster"))
     click.echo(f"sweep: {counts['done']} run, {counts['skipped']} already recorded, "
                f"{counts['failed']} failed")
 

@@ -11,15 +11,24 @@ A sweep file (YAML) names the grid and hyperparameter rules applied in order:
       - when: {train_size: 100}   # runs matching every key given
         set: {max_epochs: 300}
 
+    cluster:                      # optional: an HPC cluster through dask-jobqueue
+      type: slurm                 # slurm, pbs, sge, lsf, htcondor, ...
+      jobs: 4                     # how many batch jobs to start
+      options: {cores: 8, memory: 32GB, walltime: "02:00:00"}
+
 A run whose record already exists is skipped, so an interrupted sweep resumes where it
-stopped. A run that fails leaves ``<run id>.failed`` (its error) beside where its record
-would be, and the sweep goes on.
+stopped (records are named by a hash of their configuration and written atomically, so a
+run repeated after a crash replaces its own record and is never counted twice). A run that
+fails leaves ``<run id>.failed`` (its error) beside where its record would be, and the
+sweep goes on. Runs execute on Dask distributed: a local cluster sized to the machine by
+default, an existing scheduler by address, or the cluster of the sweep file.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 import traceback
 from dataclasses import replace
 from pathlib import Path
@@ -33,7 +42,7 @@ from uqbench.results import write_json_atomic
 from uqbench.runner import RunConfig, planned_path, run
 
 GRID_KEYS = ("methods", "datasets", "train_sizes", "seeds")
-OPTIONAL_KEYS = ("params", "quick", "n_samples", "device")
+OPTIONAL_KEYS = ("params", "quick", "n_samples", "device", "cluster")
 
 
 def load_sweep(path: Path) -> dict[str, Any]:
@@ -92,8 +101,75 @@ def run_one(cfg: RunConfig) -> str:
     return "done"
 
 
+def _run_on_worker(cfg: RunConfig, threads: int) -> str:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    return run_one(cfg)
+
+
+def _cluster_from_spec(spec: dict[str, Any]):
+    try:
+        import dask_jobqueue
+    except ImportError:
+        raise UQBenchError("a 'cluster' in the sweep file needs dask-jobqueue: "
+                           "pip install 'uqbench[dist]'") from None
+    kind = str(spec.get("type", "")).lower()
+    classes = {name[: -len("Cluster")].lower(): getattr(dask_jobqueue, name)
+               for name in dir(dask_jobqueue)
+               if name.endswith("Cluster") and name != "JobQueueCluster"}
+    if kind not in classes:
+        raise UQBenchError(f"cluster type {kind!r} unknown; valid: {', '.join(sorted(classes))}")
+    cluster = classes[kind](**(spec.get("options") or {}))
+    cluster.scale(jobs=int(spec.get("jobs", 1)))
+    return cluster
+
+
+def run_sweep_dask(configs: list[RunConfig], scheduler: str | None = None,
+                   n_workers: int | None = None, cluster_spec: dict | None = None,
+                   progress: bool = True) -> dict[str, int]:
+    """Run on Dask distributed; returns counts of done, skipped and failed runs.
+
+    Recorded runs are skipped before submission; each worker process runs one run at a
+    time with ``threads`` torch threads (cores / workers on a local cluster).
+    """
+    from distributed import Client, LocalCluster, as_completed
+
+    todo = [c for c in configs if not planned_path(c).exists()]
+    counts = {"done": 0, "skipped": len(configs) - len(todo), "failed": 0}
+    if not todo:
+        return counts
+    cores = os.cpu_count() or 1
+    cluster = None
+    if scheduler:
+        client, threads = Client(scheduler), 1
+    elif cluster_spec:
+        cluster = _cluster_from_spec(cluster_spec)
+        client = Client(cluster)
+        threads = int((cluster_spec.get("options") or {}).get("cores", 1))
+    else:
+        workers = n_workers or min(cores, len(todo))
+        threads = max(1, cores // workers)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+        client = Client(cluster)
+    try:
+        futures = [client.submit(_run_on_worker, cfg, threads, pure=False) for cfg in todo]
+        bar = tqdm(total=len(configs), initial=counts["skipped"], desc="sweep", unit="run",
+                   disable=None if progress else True)
+        for future in as_completed(futures):
+            counts[future.result()] += 1
+            bar.update(1)
+        bar.close()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return counts
+
+
 def run_sweep(configs: list[RunConfig], progress: bool = True) -> dict[str, int]:
-    """Run serially in this process; returns counts of done, skipped and failed runs."""
+    """Run serially in this process (no Dask); returns counts of done, skipped, failed."""
     counts = {"done": 0, "skipped": 0, "failed": 0}
     bar = tqdm(configs, desc="sweep", unit="run", disable=None if progress else True)
     for cfg in bar:
