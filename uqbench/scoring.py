@@ -23,6 +23,8 @@ from uqbench.metrics.functions import calibration_curve, rmse_rmv_curve
 from uqbench.metrics.table import MetricSpec, Target
 from uqbench.prediction import Prediction
 
+ERROR_STD_POINTS = 400
+
 
 def targets(prediction: Prediction, structures: list[Atoms]) -> dict[str, Target]:
     """The scored quantities of one split (see the module docstring)."""
@@ -91,10 +93,14 @@ def score(
             results[split][tname] = row
             expected, observed = calibration_curve(t.y_true, t.y_pred, t.y_std, n_levels=21)
             rmv, rmse_b = rmse_rmv_curve(t.y_true, t.y_pred, t.y_std)
+            # An evenly strided subsample of (|error|, std) for error-vs-uncertainty plots.
+            pick = np.unique(np.linspace(0, t.rank_error.size - 1, ERROR_STD_POINTS).astype(int))
             curves[split][tname] = {
                 "expected_proportion": expected.tolist(),
                 "observed_proportion": observed.tolist(),
                 "rmv": rmv.tolist(),
                 "rmse": rmse_b.tolist(),
+                "abs_error": t.rank_error[pick].tolist(),
+                "std": t.rank_std[pick].tolist(),
             }
     return results, curves
