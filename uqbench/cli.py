@@ -174,6 +174,26 @@ def compare(results: Path, method: str, baseline: str, metric: str, out: Path | 
         table.to_csv(out, index=False)
 
 
+@cli.command()
+@click.argument("record", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output PNG (default: beside the record, <run id>.png).")
+def plot(record: Path, out: Path | None) -> None:
+    """Draw one run's calibration, RMSE-vs-RMV and |error|-vs-std panels from RECORD."""
+    from uqbench.plots import record_figure
+    from uqbench.results import read_record
+
+    try:
+        rec = read_record(record)
+    except (OSError, ValueError) as exc:
+        raise UQBenchError(f"cannot read record {str(record)!r}: {exc}") from None
+    if not rec.get("curves"):
+        raise UQBenchError(f"record {str(record)!r} holds no curves to plot")
+    out = out or record.with_suffix(".png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    click.echo(str(record_figure(rec, out)))
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="uqbench", standalone_mode=False)

@@ -135,4 +135,7 @@ def write_leaderboard(results_dir: Path, out_dir: Path) -> tuple[list[Path], lis
             metric_vs_train_size_grid(full, "crps", tmp)
             os.replace(tmp, fig)
             written.append(fig)
+        from uqbench.plots import leaderboard_figures
+
+        written += leaderboard_figures(records, out_dir, dataset)
     return written, skipped

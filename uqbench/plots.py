@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from uqbench.metrics.table import BUILTIN  # noqa: E402
 
@@ -60,3 +61,128 @@ def metric_vs_train_size_grid(frame: pd.DataFrame, metric: str, path: Path) -> P
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def calibration(curve: dict, ax: Axes | None = None, label: str | None = None) -> Axes:
+    """Observed vs expected proportion in centred intervals; the diagonal is perfect."""
+    ax = ax or plt.gca()
+    ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--")
+    ax.plot(curve["expected_proportion"], curve["observed_proportion"], marker=".",
+            label=label)
+    ax.set_xlabel("expected proportion in interval")
+    ax.set_ylabel("observed proportion")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    return ax
+
+
+def rmse_vs_rmv(curve: dict, unit: str = "", ax: Axes | None = None,
+                label: str | None = None) -> Axes:
+    """Error-based calibration: RMSE against RMV per bin of predicted std, with y = x."""
+    ax = ax or plt.gca()
+    rmv, rmse = curve["rmv"], curve["rmse"]
+    ax.plot(rmv, rmse, marker="o", label=label)
+    lo = min(min(rmv), min(rmse))
+    hi = max(max(rmv), max(rmse))
+    if lo > 0:
+        _loglog(ax)
+    ax.plot([lo, hi], [lo, hi], color="0.6", lw=1, ls="--")
+    ax.set_xlabel(f"RMV {unit}".strip())
+    ax.set_ylabel(f"RMSE {unit}".strip())
+    return ax
+
+
+def error_vs_std(curve: dict, unit: str = "", ax: Axes | None = None,
+                 label: str | None = None) -> Axes:
+    """|error| against predicted std (a strided subsample of the targets), log-log."""
+    ax = ax or plt.gca()
+    err, std = curve["abs_error"], curve["std"]
+    ax.scatter(std, err, s=6, alpha=0.5, label=label)
+    positive = [v for v in list(err) + list(std) if v > 0]
+    if positive:
+        lo, hi = min(positive), max(positive)
+        ax.plot([lo, hi], [lo, hi], color="0.6", lw=1, ls="--")
+        _loglog(ax)
+    ax.set_xlabel(f"predicted std {unit}".strip())
+    ax.set_ylabel(f"|error| {unit}".strip())
+    return ax
+
+
+def _loglog(ax: Axes) -> None:
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):  # minor labels collide on narrow log ranges
+        axis.set_minor_formatter(NullFormatter())
+
+
+_PANELS = (("calibration", calibration), ("rmse-vs-rmv", rmse_vs_rmv),
+           ("error-vs-std", error_vs_std))
+
+
+def _ordered_splits(splits) -> list[str]:
+    return ["test"] * ("test" in splits) + sorted(s for s in splits if s != "test")
+
+
+def record_figure(record: dict, path: Path) -> Path:
+    """All diagnostic panels of one run: rows calibration, RMSE vs RMV, |error| vs std;
+    one column per split x target."""
+    curves = record.get("curves") or {}
+    cols = [(s, t) for s in _ordered_splits(curves) for t in sorted(curves[s])]
+    fig, axes = plt.subplots(3, len(cols), squeeze=False, figsize=(3.6 * len(cols), 10))
+    for j, (split, target) in enumerate(cols):
+        curve = curves[split][target]
+        for i, (_, fn) in enumerate(_PANELS):
+            ax = axes[i][j]
+            if fn is calibration:
+                fn(curve, ax=ax)
+            elif "abs_error" in curve or fn is rmse_vs_rmv:
+                fn(curve, unit=f"({_UNITS.get(target, '')})", ax=ax)
+            ax.set_title(f"{target} — {split}", fontsize=9)
+    fig.suptitle(f"{record['method']['key']} on {record['dataset']['key']} "
+                 f"(train {record['train_size']}, seed {record['seed']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def leaderboard_figures(records: list[dict], out_dir: Path, dataset: str) -> list[Path]:
+    """Calibration, RMSE-vs-RMV and |error|-vs-std panels comparing methods, for the
+    largest full (non-quick) training size of ``dataset``; the first seed of each method."""
+    runs = [r for r in records if r["dataset"]["key"] == dataset and not r.get("quick")
+            and r.get("curves")]
+    if not runs:
+        return []
+    size = max(r["train_size"] for r in runs)
+    chosen: dict[str, dict] = {}
+    for r in sorted(runs, key=lambda r: (r["method"]["key"], r["seed"])):
+        if r["train_size"] == size:
+            chosen.setdefault(r["method"]["key"], r)
+    first = next(iter(chosen.values()))
+    cols = [(s, t) for s in _ordered_splits(first["curves"]) for t in
+            sorted(first["curves"][s])]
+    written = []
+    for name, fn in _PANELS:
+        fig, axes = plt.subplots(1, len(cols), squeeze=False, figsize=(3.8 * len(cols), 3.8))
+        for j, (split, target) in enumerate(cols):
+            ax = axes[0][j]
+            for method, rec in chosen.items():
+                curve = rec["curves"].get(split, {}).get(target)
+                if curve is None or (fn is error_vs_std and "abs_error" not in curve):
+                    continue
+                if fn is calibration:
+                    fn(curve, ax=ax, label=method)
+                else:
+                    fn(curve, unit=f"({_UNITS.get(target, '')})", ax=ax, label=method)
+            ax.set_title(f"{target} — {split}", fontsize=9)
+        axes[0][0].legend(fontsize=7)
+        fig.suptitle(f"{dataset}, train size {size}: {name.replace('-', ' ')} "
+                     "(first seed per method)")
+        fig.tight_layout()
+        path = out_dir / f"{dataset}-{name}.png"
+        tmp = path.with_name(f".{path.stem}.tmp.png")
+        fig.savefig(tmp, dpi=110)
+        plt.close(fig)
+        tmp.replace(path)
+        written.append(path)
+    return written
