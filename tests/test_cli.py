@@ -69,6 +69,14 @@ def test_leaderboard(results, tmp_path):
     wide = pd.read_csv(tmp_path / "nbody.csv")
     assert {"crps_mean", "crps_std", "n_seeds"} <= set(wide.columns)
     assert (wide["n_seeds"] == 2).all()
+    numeric = ["train_size", "seed", "value", "fit_s", "predict_s_per_structure",
+               "n_parameters", "n_samples"]
+    for column in numeric:
+        assert pd.api.types.is_numeric_dtype(tidy[column]), column
+    assert set(tidy["direction"]) <= {"lower", "higher", "target", "count"}
+    assert set(tidy["target"]) == {"energy", "forces"}
+    for name in ("calibration", "rmse-vs-rmv", "error-vs-std"):
+        assert (tmp_path / f"nbody-{name}.png").stat().st_size > 10_000
     md = (tmp_path / "nbody.md").read_text()
     assert "ensemble-egnn" in md and "| method |" in md
     # Deterministic: a second build is byte-identical.
@@ -130,6 +138,13 @@ def test_help_explains():
     for flag in ("--method", "--dataset", "--train-size", "--seed", "--device", "--n-samples",
                  "--out", "--quick"):
         assert flag in proc.stdout
+
+
+def test_plot_one_record(results, tmp_path):
+    record = next(results.rglob("*.json"))
+    assert main(["plot", str(record), "--out", str(tmp_path / "r.png")]) == 0
+    assert (tmp_path / "r.png").stat().st_size > 10_000
+    assert main(["plot", str(tmp_path / "missing.json")]) == 2
 
 
 def test_records_are_strict_json(results):

@@ -148,9 +148,11 @@ def record_figure(record: dict, path: Path) -> Path:
 
 def leaderboard_figures(records: list[dict], out_dir: Path, dataset: str) -> list[Path]:
     """Calibration, RMSE-vs-RMV and |error|-vs-std panels comparing methods, for the
-    largest full (non-quick) training size of ``dataset``; the first seed of each method."""
-    runs = [r for r in records if r["dataset"]["key"] == dataset and not r.get("quick")
-            and r.get("curves")]
+    largest full (non-quick, unless there are only quick runs) training size of
+    ``dataset``; the first seed of each method."""
+    runs = [r for r in records if r["dataset"]["key"] == dataset and r.get("curves")]
+    if any(not r.get("quick") for r in runs):
+        runs = [r for r in runs if not r.get("quick")]  # quick runs only when nothing else
     if not runs:
         return []
     size = max(r["train_size"] for r in runs)
