@@ -1,0 +1,192 @@
+"""``silica-bks``: SiO2 configurations sampled by MD on the BKS ground truth (`bks.py`).
+
+Generated locally and deterministically from a seed. ID: alpha-quartz (72 atoms),
+alpha-cristobalite (48 atoms) and melt-quenched amorphous silica (72 atoms) at 300, 900 and
+1500 K at their ambient cells. OOD: ``ood-hot`` liquid at 3500 K, ``ood-dense`` quartz and
+amorphous compressed to 80 % of their volume (300-1500 K), ``ood-defect`` quartz and
+amorphous cells missing one SiO2 unit (a Si and two of its O; neutral), 300-1500 K.
+
+Each trajectory (Langevin NVT, 1 fs) is seeded on its own and gives ``FRAMES`` frames after
+``EQUILIBRATION`` steps, one every ``STRIDE`` steps; splits are built from whole
+trajectories, so no trajectory is shared between splits. Two amorphous samples are made
+(melt at 5000 K, linear quench to 300 K): one for train/val, one for test and OOD.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms, units
+from ase.build import make_supercell
+from ase.md.langevin import Langevin
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from ase.neighborlist import neighbor_list
+from ase.spacegroup import crystal
+from tqdm.auto import tqdm
+
+from uqbench.cache import cache_dir, content_hash, read_splits, write_splits
+from uqbench.dataset import Dataset
+from uqbench.datasets.bks import BKSCalculator
+from uqbench.errors import UQBenchError
+
+GENERATOR_VERSION = 1
+TIMESTEP = 1.0 * units.fs
+FRICTION = 0.02 / units.fs
+EQUILIBRATION = 200
+STRIDE = 25
+FRAMES = 10
+ID_TEMPERATURES = (300.0, 900.0, 1500.0)
+HOT_TEMPERATURE = 3500.0
+MELT_TEMPERATURE = 5000.0
+DENSE_VOLUME = 0.8
+POOLS = {"train": 0, "val": 1, "test": 2, "ood-hot": 3, "ood-dense": 4, "ood-defect": 5}
+
+
+def alpha_quartz() -> Atoms:
+    """72-atom orthorhombic alpha-quartz (P3_221, a = 4.916 Å, c = 5.405 Å)."""
+    cell = crystal(["Si", "O"], basis=[(0.4697, 0.0, 2 / 3), (0.4135, 0.2669, 0.1191 + 2 / 3)],
+                   spacegroup=154, cellpar=[4.916, 4.916, 5.405, 90, 90, 120])
+    return make_supercell(cell, [[2, 0, 0], [1, 2, 0], [0, 0, 2]])
+
+
+def alpha_cristobalite() -> Atoms:
+    """48-atom alpha-cristobalite (P4_12_12, a = 4.978 Å, c = 6.948 Å), 2 x 2 x 1."""
+    cell = crystal(["Si", "O"], basis=[(0.3003, 0.3003, 0.0), (0.2392, 0.1044, 0.1787)],
+                   spacegroup=92, cellpar=[4.978, 4.978, 6.948, 90, 90, 90])
+    return cell.repeat((2, 2, 1))
+
+
+def _md(atoms: Atoms, temperature: float, steps: int, rng: np.random.Generator,
+        init_velocities: bool = True, observe=None, every: int = 1) -> Atoms:
+    atoms.calc = atoms.calc or BKSCalculator()
+    if init_velocities:
+        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+        Stationary(atoms)
+    dyn = Langevin(atoms, TIMESTEP, temperature_K=temperature, friction=FRICTION,
+                   fixcm=False, rng=rng)
+    if observe is not None:
+        dyn.attach(observe, interval=every)
+    dyn.run(steps)
+    return atoms
+
+
+def melt_quench(seed_seq: np.random.SeedSequence, melt_steps: int, quench_steps: int) -> Atoms:
+    """Amorphous silica: quartz melted at 5000 K, quenched linearly to 300 K (NVT)."""
+    rng = np.random.default_rng(seed_seq)
+    atoms = alpha_quartz()
+    atoms.calc = BKSCalculator()
+    _md(atoms, MELT_TEMPERATURE, melt_steps, rng)
+    chunks = 20
+    for k in range(chunks):
+        t = MELT_TEMPERATURE + (300.0 - MELT_TEMPERATURE) * (k + 1) / chunks
+        _md(atoms, t, max(1, quench_steps // chunks), rng, init_velocities=False)
+    atoms.calc = None
+    return atoms
+
+
+def remove_sio2_unit(atoms: Atoms, rng: np.random.Generator) -> Atoms:
+    """A neutral vacancy: one Si and its two nearest O removed."""
+    si = rng.choice(np.nonzero(atoms.numbers == 14)[0])
+    i, j, d = neighbor_list("ijd", atoms, 2.2)
+    oxygen = [(dd, jj) for ii, jj, dd in zip(i, j, d, strict=True)
+              if ii == si and atoms.numbers[jj] == 8]
+    drop = [si] + [jj for _, jj in sorted(oxygen)[:2]]
+    keep = np.setdiff1d(np.arange(len(atoms)), drop)
+    return atoms[keep]
+
+
+def _start(pool: str, k: int, glasses: dict[str, Atoms], rng) -> tuple[Atoms, float, str]:
+    """The starting cell, temperature and a label for trajectory ``k`` of ``pool``."""
+    glass = glasses["train" if pool in ("train", "val") else "test"]
+    if pool in ("train", "val", "test"):
+        phase = ("quartz", "cristobalite", "amorphous")[k % 3]
+        temperature = ID_TEMPERATURES[(k // 3) % 3]
+        atoms = {"quartz": alpha_quartz, "cristobalite": alpha_cristobalite}.get(
+            phase, glass.copy)()
+        return atoms, temperature, phase
+    temperature = ID_TEMPERATURES[k % 3]
+    if pool == "ood-hot":
+        return glass.copy(), HOT_TEMPERATURE, "liquid"
+    base = alpha_quartz() if k % 2 == 0 else glass.copy()
+    phase = "quartz" if k % 2 == 0 else "amorphous"
+    if pool == "ood-dense":
+        base.set_cell(base.cell * DENSE_VOLUME ** (1 / 3), scale_atoms=True)
+        return base, temperature, f"{phase}-dense"
+    return remove_sio2_unit(base, rng), temperature, f"{phase}-defect"
+
+
+def trajectory(seed: int, pool: str, k: int, glasses: dict[str, Atoms]) -> list[Atoms]:
+    rng = np.random.default_rng(np.random.SeedSequence([seed, POOLS[pool], k]))
+    atoms, temperature, label = _start(pool, k, glasses, rng)
+    atoms.calc = BKSCalculator()
+    _md(atoms, temperature, EQUILIBRATION, rng)
+    frames: list[Atoms] = []
+
+    def keep() -> None:
+        if len(frames) < FRAMES:
+            frame = Atoms(numbers=atoms.numbers, positions=atoms.positions.copy(),
+                          cell=atoms.cell.array.copy(), pbc=True)
+            frame.info.update(energy=float(atoms.get_potential_energy()), phase=label,
+                              temperature=temperature)
+            frame.arrays["forces"] = atoms.get_forces().copy()
+            frames.append(frame)
+
+    _md(atoms, temperature, STRIDE * FRAMES, rng, init_velocities=False, observe=keep,
+        every=STRIDE)
+    return frames[:FRAMES]
+
+
+def load_silica_bks(
+    train_size: int | None = None,
+    val_size: int | None = None,
+    test_size: int = 120,
+    ood_size: int = 60,
+    seed: int = 0,
+    melt_steps: int | None = None,
+    quench_steps: int | None = None,
+    quick: bool = False,
+    use_cache: bool = True,
+) -> Dataset:
+    """BKS silica: ID ``train``/``val``/``test`` (quartz, cristobalite, amorphous at
+    300-1500 K); OOD ``ood-hot`` (3500 K liquid), ``ood-dense`` (80 % volume),
+    ``ood-defect`` (a SiO2 unit missing). Training size defaults to 300 (60 with
+    ``quick``, which also shrinks the other splits and the melt-quench)."""
+    if train_size is None:
+        train_size = 60 if quick else 300
+    if quick:
+        test_size, ood_size = min(test_size, 30), min(ood_size, 20)
+    for name, value in (("train_size", train_size), ("test_size", test_size),
+                        ("ood_size", ood_size)):
+        if not isinstance(value, int) or value < 1:
+            raise UQBenchError(f"silica-bks: {name} must be a positive integer; got {value!r}")
+    if val_size is None:
+        val_size = max(20, train_size // 5)
+    melt = melt_steps if melt_steps is not None else (500 if quick else 2000)
+    quench = quench_steps if quench_steps is not None else (1500 if quick else 4000)
+    options = dict(train_size=train_size, val_size=val_size, test_size=test_size,
+                   ood_size=ood_size, seed=seed, melt_steps=melt, quench_steps=quench)
+    key = content_hash({"dataset": "silica-bks", "version": GENERATOR_VERSION, **options,
+                        "frames": FRAMES, "stride": STRIDE, "equilibration": EQUILIBRATION})
+    path = cache_dir() / "silica-bks" / f"silica-bks-{key}.npz"
+    if use_cache and path.exists():
+        return Dataset("silica-bks", read_splits(path), options=options,
+                       description=load_silica_bks.__doc__ or "")
+    sizes = {"train": train_size, "val": val_size, "test": test_size, "ood-hot": ood_size,
+             "ood-dense": ood_size, "ood-defect": ood_size}
+    n_traj = {pool: -(-size // FRAMES) for pool, size in sizes.items()}
+    with tqdm(total=sum(n_traj.values()) + 2, desc="silica-bks: MD", unit="trajectory",
+              disable=None) as bar:
+        glasses = {}
+        for which, stream in (("train", 100), ("test", 101)):
+            glasses[which] = melt_quench(np.random.SeedSequence([seed, stream]), melt, quench)
+            bar.update(1)
+        splits = {}
+        for pool, size in sizes.items():
+            frames: list[Atoms] = []
+            for k in range(n_traj[pool]):
+                frames += trajectory(seed, pool, k, glasses)
+                bar.update(1)
+            splits[pool] = frames[:size]
+    if use_cache:
+        write_splits(path, splits)
+    return Dataset("silica-bks", splits, options=options,
+                   description=load_silica_bks.__doc__ or "")
