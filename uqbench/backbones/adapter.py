@@ -12,6 +12,8 @@ from torch import nn
 
 from uqbench.backbones.graph import graph_item
 
+PERIODIC_CUTOFF = 5.0  # Å: EGNN's default cutoff for periodic structures
+
 
 @dataclass
 class Site:
@@ -41,6 +43,17 @@ class BackboneAdapter:
 
             return EGNN(**self.options)
         raise ValueError(f"unknown backbone {self.name!r}")
+
+    def resolve(self, structures: list[Atoms]) -> dict[str, Any]:
+        """Fill options that depend on the data; returns the options now in force.
+
+        EGNN without a cutoff connects all pairs, which periodic cells cannot have: there
+        the cutoff defaults to `PERIODIC_CUTOFF`.
+        """
+        if (self.name == "egnn" and self.options.get("cutoff") is None
+                and any(a.pbc.any() for a in structures)):
+            self.options = {**self.options, "cutoff": PERIODIC_CUTOFF}
+        return dict(self.options)
 
     def graph_items(self, structures: list[Atoms]) -> list[dict[str, np.ndarray]]:
         cutoff = self.options.get("cutoff")

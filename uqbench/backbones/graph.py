@@ -9,6 +9,8 @@ import torch
 from ase import Atoms
 from ase.neighborlist import neighbor_list
 
+from uqbench.neighbours import periodic_pairs
+
 
 @dataclass
 class GraphBatch:
@@ -72,8 +74,11 @@ def graph_item(atoms: Atoms, cutoff: float | None) -> dict[str, np.ndarray]:
         src, dst = np.nonzero(~np.eye(n, dtype=bool))
         shift = np.zeros((src.size, 3))
     else:
-        # ase: D = positions[j] - positions[i] + S @ cell; here src=j, dst=i.
-        dst, src, shift_int = neighbor_list("ijS", atoms, cutoff)
+        # D = positions[j] - positions[i] + S @ cell; here src=j, dst=i.
+        if atoms.pbc.all():
+            dst, src, shift_int = periodic_pairs(atoms.positions, atoms.cell.array, cutoff)
+        else:
+            dst, src, shift_int = neighbor_list("ijS", atoms, cutoff)
         shift = shift_int @ np.asarray(atoms.cell)
     item = {
         "positions": np.asarray(atoms.positions, dtype=np.float64),

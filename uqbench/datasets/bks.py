@@ -22,6 +22,8 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.neighborlist import neighbor_list
 from scipy.special import erfc
 
+from uqbench.neighbours import periodic_pairs
+
 COULOMB = 14.399645  # e^2 / (4 pi eps0) in eV Å
 CHARGES = {14: 2.4, 8: -1.2}
 # (A eV, b 1/Å, C eV Å^6) from BKS; (eps eV, sigma Å) from Saika-Voivod et al. 2004.
@@ -59,38 +61,6 @@ def pair_energy_derivative(r: np.ndarray, kqq, a, b, c, eps4, sig2,
     dv = (-kqq * (ec * inv + gauss) * inv - b * expo
           + (6.0 * c * inv6 + eps4 * (6.0 * s6 - 24.0 * s24)) * inv)
     return v, dv
-
-
-def periodic_pairs(positions: np.ndarray, cell: np.ndarray, cutoff: float):
-    """Ordered pairs (i, j, S) with |x_j - x_i + S @ cell| < cutoff, i != j or S != 0.
-
-    A vectorised search over the periodic images that can reach the cutoff; for the small
-    cells of silica-bks it is far faster than ``ase.neighborlist.neighbor_list`` with a
-    10 Å cutoff. Positions need not be wrapped.
-    """
-    inv = np.linalg.inv(cell)
-    frac = positions @ inv
-    wrap = np.floor(frac)
-    x = positions - wrap @ cell
-    reach = np.floor(cutoff * np.linalg.norm(inv, axis=0) + 1.0).astype(int)
-    grid = np.stack(np.meshgrid(*[np.arange(-n, n + 1) for n in reach], indexing="ij"),
-                    axis=-1).reshape(-1, 3)
-    n = len(positions)
-    diff = x[None, :, :] - x[:, None, :]  # [i, j] = x_j - x_i
-    out_i, out_j, out_s = [], [], []
-    cut2 = cutoff * cutoff
-    for shift in grid:
-        d = diff + shift @ cell
-        close = np.einsum("ijk,ijk->ij", d, d) < cut2
-        if not shift.any():
-            close[np.arange(n), np.arange(n)] = False
-        i, j = np.nonzero(close)
-        out_i.append(i)
-        out_j.append(j)
-        out_s.append(np.broadcast_to(shift, (i.size, 3)))
-    i, j = np.concatenate(out_i), np.concatenate(out_j)
-    s = np.concatenate(out_s) - wrap[j] + wrap[i]
-    return i, j, s.astype(int)
 
 
 class BKSCalculator(Calculator):

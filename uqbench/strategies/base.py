@@ -91,6 +91,7 @@ class TorchUQMethod(UQMethod):
         if val:
             _check_labelled(val, "val")
         self.device_ = resolve_device(self.device)
+        self.backbone_options_ = self._adapter.resolve(train_set)
         train_items = self._adapter.graph_items(train_set)
         val_items = self._adapter.graph_items(val) if val else None
         self.models_: list[nn.Module] = []
@@ -166,7 +167,8 @@ class TorchUQMethod(UQMethod):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         config = {"class": f"{type(self).__module__}:{type(self).__qualname__}",
-                  "key": self.key, "params": self.get_params()}
+                  "key": self.key, "params": self.get_params(),
+                  "backbone_options_": self.backbone_options_}
         (path / "config.json").write_text(json.dumps(config, indent=2))
         torch.save([m.state_dict() for m in self.models_], path / "weights.pt")
 
@@ -180,6 +182,8 @@ class TorchUQMethod(UQMethod):
         method = cls(**params)
         method.key = config.get("key", "")
         method.device_ = resolve_device(method.device)
+        method.backbone_options_ = config.get("backbone_options_", method._backbone_options())
+        method._adapter.options = dict(method.backbone_options_)
         states = torch.load(path / "weights.pt", map_location=method.device_, weights_only=True)
         method.models_ = []
         for state in states:
