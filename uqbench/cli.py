@@ -52,14 +52,29 @@ def cli() -> None:
               help="Smoke-test budget: small data, small model, few epochs.")
 @click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
               help="Override a method hyperparameter (value parsed as YAML); repeatable.")
-def run(method, dataset, train_size, seed, device, n_samples, out, quick, params) -> None:
-    """Fit METHOD on DATASET, predict every test split, score, and write one record."""
+@click.option("--data-path", default=None, metavar="FILE",
+              help="A local copy of a dataset's file (e.g. silica's dataset.scan.2.xyz).")
+@click.option("--split-key", default=None, metavar="KEY",
+              help="With --dataset FILE.xyz: the info key naming each structure's split "
+                   "(train, val, test, ood-*; 'id' for a random ID split).")
+def run(method, dataset, train_size, seed, device, n_samples, out, quick, params, data_path,
+        split_key) -> None:
+    """Fit METHOD on DATASET, predict every test split, score, and write one record.
+
+    DATASET is a registered key (see `uqbench datasets`) or the path of an extxyz file with
+    energies and forces.
+    """
     from uqbench.runner import RunConfig, summary_table
     from uqbench.runner import run as do_run
 
+    options = {}
+    if data_path is not None:
+        options["data_path"] = data_path
+    if split_key is not None:
+        options["split_key"] = split_key
     cfg = RunConfig(method=method, dataset=dataset, train_size=train_size, seed=seed,
                     device=device, n_samples=n_samples, quick=quick,
-                    params=_parse_params(params), out=out)
+                    params=_parse_params(params), out=out, dataset_options=options)
     path, record = do_run(cfg)
     click.echo(f"{method} on {dataset} (train size {record['train_size']}, seed {seed}, "
                f"{record['device']}): fit {record['timings']['fit_s']:.1f} s")
@@ -120,10 +135,24 @@ def methods() -> None:
     _list("method")
 
 
-@cli.command()
-def datasets() -> None:
-    """List registered datasets (built-in and plugins)."""
-    _list("dataset")
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def datasets(ctx) -> None:
+    """List registered datasets (built-in and plugins); `fetch` downloads one."""
+    if ctx.invoked_subcommand is None:
+        _list("dataset")
+
+
+@datasets.command()
+@click.argument("key")
+def fetch(key: str) -> None:
+    """Download a dataset that is published online (now: silica) into the cache."""
+    if key != "silica":
+        raise UQBenchError(f"nothing to fetch for {key!r}; fetchable: silica "
+                           "(the others are generated locally)")
+    from uqbench.datasets.silica_gap22 import fetch_silica
+
+    click.echo(str(fetch_silica()))
 
 
 @cli.command()

@@ -7,6 +7,7 @@ factories that import their heavy modules when called.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
@@ -71,9 +72,20 @@ def create_method(key: str, **hyperparameters: Any):
     return method
 
 
+def dataset_loader(key: str):
+    """The loader of a registered dataset, or of an extxyz file named by its path."""
+    if key.endswith((".xyz", ".extxyz")) or "/" in key:
+        if key not in entries("dataset"):
+            from uqbench.datasets.extxyz import load_extxyz
+
+            return functools.partial(load_extxyz, key)
+    return get("dataset", key)
+
+
 def load_dataset(key: str, **options: Any):
-    """The dataset registered as ``key``, built with ``options`` (e.g. ``train_size``)."""
-    loader = get("dataset", key)
+    """The dataset registered as ``key`` (or the extxyz file at path ``key``), built with
+    ``options`` (e.g. ``train_size``)."""
+    loader = dataset_loader(key)
     try:
         return loader(**options)
     except TypeError as exc:

@@ -61,7 +61,7 @@ def prepare(cfg: RunConfig):
         raise UQBenchError(f"--train-size must be a positive integer; got {cfg.train_size}")
     if cfg.n_samples is not None and cfg.n_samples < 1:
         raise UQBenchError(f"--n-samples must be a positive integer; got {cfg.n_samples}")
-    loader = registry.get("dataset", cfg.dataset)
+    loader = registry.dataset_loader(cfg.dataset)
     method = registry.create_method(cfg.method)
     overrides: dict[str, Any] = dict(type(method).quick_params) if cfg.quick else {}
     overrides.update(cfg.params)
@@ -80,6 +80,10 @@ def prepare(cfg: RunConfig):
     resolve_device(cfg.device)
     data_kwargs = dict(cfg.dataset_options)
     accepted = inspect.signature(loader).parameters
+    unknown = set(data_kwargs) - set(accepted)
+    if unknown:
+        raise UQBenchError(f"dataset {cfg.dataset!r} takes no option(s) "
+                           f"{', '.join(sorted(unknown))}")
     if cfg.train_size is not None:
         data_kwargs["train_size"] = cfg.train_size
     if cfg.quick and "quick" in accepted:
@@ -109,7 +113,7 @@ def run(cfg: RunConfig) -> tuple[Path, dict]:
     rid, config = identity(cfg, method, data_kwargs)
     _seed_everything(cfg.seed)
     t0 = time.perf_counter()
-    dataset = registry.load_dataset(cfg.dataset, **data_kwargs)
+    dataset = registry.dataset_loader(cfg.dataset)(**data_kwargs)
     data_s = time.perf_counter() - t0
     train_size = len(dataset.splits["train"])
 

@@ -182,3 +182,7 @@ def load_nbody(
         if use_cache:
             write_splits(path, splits)
     return Dataset("nbody", splits, options=options, description=load_nbody.__doc__ or "")
+
+
+load_nbody.summary = ("Charged particles (+-1) under Coulomb's law, NRI/EGNN simulator; "
+                      "ID test, ood-n (10 particles), ood-close (close pairs)")

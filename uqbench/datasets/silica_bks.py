@@ -190,3 +190,7 @@ def load_silica_bks(
         write_splits(path, splits)
     return Dataset("silica-bks", splits, options=options,
                    description=load_silica_bks.__doc__ or "")
+
+
+load_silica_bks.summary = ("SiO2 sampled by MD on BKS (offline): quartz, cristobalite, "
+                           "amorphous; ood-hot, ood-dense, ood-defect")
