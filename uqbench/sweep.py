@@ -151,7 +151,7 @@ def run_sweep_dask(configs: list[RunConfig], scheduler: str | None = None,
         workers = n_workers or min(cores, len(todo))
         threads = max(1, cores // workers)
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
+                               dashboard_address=":0")
         client = Client(cluster)
     try:
         futures = [client.submit(_run_on_worker, cfg, threads, pure=False) for cfg in todo]
