@@ -75,7 +75,7 @@ def test_leaderboard(results, tmp_path):
         assert pd.api.types.is_numeric_dtype(tidy[column]), column
     assert set(tidy["direction"]) <= {"lower", "higher", "target", "count"}
     assert set(tidy["target"]) == {"energy", "forces"}
-    for name in ("calibration", "rmse-vs-rmv", "error-vs-std"):
+    for name in ("calibration", "rmse-vs-rmv", "error-vs-std", "spearman-by-split"):
         assert (tmp_path / f"nbody-{name}.png").stat().st_size > 10_000
     md = (tmp_path / "nbody.md").read_text()
     assert "ensemble-egnn" in md and "| method |" in md

@@ -135,7 +135,13 @@ def write_leaderboard(results_dir: Path, out_dir: Path) -> tuple[list[Path], lis
             metric_vs_train_size_grid(full, "crps", tmp)
             os.replace(tmp, fig)
             written.append(fig)
-        from uqbench.plots import leaderboard_figures
+        from uqbench.plots import leaderboard_figures, metric_by_split_figure
 
         written += leaderboard_figures(records, out_dir, dataset)
+        chosen = full if not full.empty else part
+        fig = out_dir / f"{dataset}-spearman-by-split.png"
+        tmp = fig.with_name(f".{fig.stem}.tmp.png")
+        metric_by_split_figure(chosen, "spearman", tmp)
+        os.replace(tmp, fig)
+        written.append(fig)
     return written, skipped

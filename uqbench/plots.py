@@ -188,3 +188,36 @@ def leaderboard_figures(records: list[dict], out_dir: Path, dataset: str) -> lis
         tmp.replace(path)
         written.append(path)
     return written
+
+
+def metric_by_split(frame: pd.DataFrame, metric: str, target: str,
+                    ax: Axes | None = None) -> Axes:
+    """Bars of ``metric`` per split (ID test first, then OOD), one colour per method,
+    mean ± sd over seeds."""
+    ax = ax or plt.gca()
+    sub = frame[(frame["metric"] == metric) & (frame["target"] == target)]
+    order = _ordered_splits(sub["split"].unique())
+    sns.barplot(data=sub, x="split", y="value", hue="method", order=order,
+                hue_order=sorted(sub["method"].unique()), errorbar="sd", capsize=0.1, ax=ax)
+    ax.set_ylabel(_LABELS.get(metric, metric))
+    ax.set_xlabel("")
+    ax.set_title(target)
+    return ax
+
+
+def metric_by_split_figure(frame: pd.DataFrame, metric: str, path: Path) -> Path:
+    """One panel per target, at the largest training size of the frame."""
+    size = frame["train_size"].max()
+    sub = frame[frame["train_size"] == size]
+    targets = sorted(sub["target"].unique())
+    fig, axes = plt.subplots(1, len(targets), squeeze=False, figsize=(6.5 * len(targets), 4))
+    for j, target in enumerate(targets):
+        ax = metric_by_split(sub, metric, target, axes[0][j])
+        if j and ax.get_legend() is not None:
+            ax.get_legend().remove()
+    fig.suptitle(f"{sub['dataset'].iloc[0]}, train size {size}: "
+                 f"{_LABELS.get(metric, metric)} by split (mean ± sd over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
