@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,17 @@ def cache_dir() -> Path:
 def content_hash(payload: dict) -> str:
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cached_splits(path: Path, use_cache: bool,
+                  make: Callable[[], dict[str, list[Atoms]]]) -> dict[str, list[Atoms]]:
+    """The splits stored at ``path``, or ``make()`` (then stored) when absent."""
+    if use_cache and path.exists():
+        return read_splits(path)
+    splits = make()
+    if use_cache:
+        write_splits(path, splits)
+    return splits
 
 
 def write_splits(path: Path, splits: dict[str, list[Atoms]]) -> None:

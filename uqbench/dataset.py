@@ -68,3 +68,10 @@ def forces(structures: list[Atoms]) -> np.ndarray:
 
 def n_atoms(structures: list[Atoms]) -> np.ndarray:
     return np.array([len(a) for a in structures], dtype=np.int64)
+
+
+def check_sizes(dataset: str, **sizes: int) -> None:
+    """Split sizes must be positive integers (a one-line user error otherwise)."""
+    for name, value in sizes.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UQBenchError(f"{dataset}: {name} must be a positive integer; got {value!r}")

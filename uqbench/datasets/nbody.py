@@ -17,9 +17,8 @@ import numpy as np
 from ase import Atoms
 from tqdm.auto import tqdm
 
-from uqbench.cache import cache_dir, content_hash, read_splits, write_splits
-from uqbench.dataset import Dataset
-from uqbench.errors import UQBenchError
+from uqbench.cache import cache_dir, cached_splits, content_hash
+from uqbench.dataset import Dataset, check_sizes
 
 GENERATOR_VERSION = 1
 DT = 1e-3
@@ -150,10 +149,7 @@ def load_nbody(
         train_size = 200 if quick else 1000
     if quick:
         test_size, ood_size = min(test_size, 200), min(ood_size, 200)
-    for name, value in (("train_size", train_size), ("test_size", test_size),
-                        ("ood_size", ood_size)):
-        if not isinstance(value, int) or value < 1:
-            raise UQBenchError(f"nbody: {name} must be a positive integer; got {value!r}")
+    check_sizes("nbody", train_size=train_size, test_size=test_size, ood_size=ood_size)
     if val_size is None:
         val_size = min(1000, max(50, train_size // 5))
     options = dict(train_size=train_size, val_size=val_size, test_size=test_size,
@@ -162,9 +158,8 @@ def load_nbody(
     key = content_hash({"dataset": "nbody", "version": GENERATOR_VERSION, **options,
                         "r_close": R_CLOSE, "r_floor": R_FLOOR, "frame_every": FRAME_EVERY})
     path = cache_dir() / "nbody" / f"nbody-{key}.npz"
-    if use_cache and path.exists():
-        splits = read_splits(path)
-    else:
+
+    def simulate_all() -> dict[str, list[Atoms]]:
         def far(r):
             return r >= R_CLOSE
 
@@ -177,10 +172,10 @@ def load_nbody(
                 ("ood-close", ood_size, n_particles, close)]
         total = sum(p[1] for p in plan)
         with tqdm(total=total, desc="nbody: simulating", unit="frame", disable=None) as bar:
-            splits = {name: generate_split(seed, name, size, n, accept, bar)
-                      for name, size, n, accept in plan}
-        if use_cache:
-            write_splits(path, splits)
+            return {name: generate_split(seed, name, size, n, accept, bar)
+                    for name, size, n, accept in plan}
+
+    splits = cached_splits(path, use_cache, simulate_all)
     return Dataset("nbody", splits, options=options, description=load_nbody.__doc__ or "")
 
 

@@ -23,10 +23,9 @@ from ase.neighborlist import neighbor_list
 from ase.spacegroup import crystal
 from tqdm.auto import tqdm
 
-from uqbench.cache import cache_dir, content_hash, read_splits, write_splits
-from uqbench.dataset import Dataset
+from uqbench.cache import cache_dir, cached_splits, content_hash
+from uqbench.dataset import Dataset, check_sizes
 from uqbench.datasets.bks import BKSCalculator
-from uqbench.errors import UQBenchError
 
 GENERATOR_VERSION = 1
 TIMESTEP = 1.0 * units.fs
@@ -154,10 +153,7 @@ def load_silica_bks(
         train_size = 60 if quick else 300
     if quick:
         test_size, ood_size = min(test_size, 30), min(ood_size, 20)
-    for name, value in (("train_size", train_size), ("test_size", test_size),
-                        ("ood_size", ood_size)):
-        if not isinstance(value, int) or value < 1:
-            raise UQBenchError(f"silica-bks: {name} must be a positive integer; got {value!r}")
+    check_sizes("silica-bks", train_size=train_size, test_size=test_size, ood_size=ood_size)
     if val_size is None:
         val_size = max(20, train_size // 5)
     melt = melt_steps if melt_steps is not None else (500 if quick else 2000)
@@ -167,27 +163,28 @@ def load_silica_bks(
     key = content_hash({"dataset": "silica-bks", "version": GENERATOR_VERSION, **options,
                         "frames": FRAMES, "stride": STRIDE, "equilibration": EQUILIBRATION})
     path = cache_dir() / "silica-bks" / f"silica-bks-{key}.npz"
-    if use_cache and path.exists():
-        return Dataset("silica-bks", read_splits(path), options=options,
-                       description=load_silica_bks.__doc__ or "")
     sizes = {"train": train_size, "val": val_size, "test": test_size, "ood-hot": ood_size,
              "ood-dense": ood_size, "ood-defect": ood_size}
-    n_traj = {pool: -(-size // FRAMES) for pool, size in sizes.items()}
-    with tqdm(total=sum(n_traj.values()) + 2, desc="silica-bks: MD", unit="trajectory",
-              disable=None) as bar:
-        glasses = {}
-        for which, stream in (("train", 100), ("test", 101)):
-            glasses[which] = melt_quench(np.random.SeedSequence([seed, stream]), melt, quench)
-            bar.update(1)
-        splits = {}
-        for pool, size in sizes.items():
-            frames: list[Atoms] = []
-            for k in range(n_traj[pool]):
-                frames += trajectory(seed, pool, k, glasses)
+
+    def sample_all() -> dict[str, list[Atoms]]:
+        n_traj = {pool: -(-size // FRAMES) for pool, size in sizes.items()}
+        with tqdm(total=sum(n_traj.values()) + 2, desc="silica-bks: MD", unit="trajectory",
+                  disable=None) as bar:
+            glasses = {}
+            for which, stream in (("train", 100), ("test", 101)):
+                glasses[which] = melt_quench(np.random.SeedSequence([seed, stream]), melt,
+                                             quench)
                 bar.update(1)
-            splits[pool] = frames[:size]
-    if use_cache:
-        write_splits(path, splits)
+            splits = {}
+            for pool, size in sizes.items():
+                frames: list[Atoms] = []
+                for k in range(n_traj[pool]):
+                    frames += trajectory(seed, pool, k, glasses)
+                    bar.update(1)
+                splits[pool] = frames[:size]
+        return splits
+
+    splits = cached_splits(path, use_cache, sample_all)
     return Dataset("silica-bks", splits, options=options,
                    description=load_silica_bks.__doc__ or "")
 
