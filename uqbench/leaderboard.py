@@ -84,27 +84,37 @@ def markdown(frame: pd.DataFrame, dataset: str) -> str:
              "miscalibration area, ENCE and RMSE; higher for Spearman and OOD ROC-AUC; "
              "coverage should be 0.95.", ""]
     sub = frame[frame["metric"].isin(HEADLINE)]
-    for (target, split), part in sub.groupby(["target", "split"], sort=True):
-        lines += [f"## {target} — {split}", ""]
-        g = part.groupby(["method", "train_size", "quick", "metric"])["value"]
-        agg = g.agg(["mean", "std", "count"]).reset_index()
-        cols = [m for m in HEADLINE if m in set(agg["metric"])]
-        lines.append("| method | train size | n | " + " | ".join(cols) + " |")
-        lines.append("|---|---:|---:|" + "---:|" * len(cols))
-        for (method, size, quick), rows in agg.groupby(["method", "train_size", "quick"]):
-            cells = []
-            for m in cols:
-                row = rows[rows["metric"] == m]
-                if row.empty:
-                    cells.append("")
-                    continue
-                mean, std = row["mean"].iloc[0], row["std"].iloc[0]
-                cells.append(f"{mean:.4g}" + ("" if pd.isna(std) else f" ± {std:.2g}"))
-            n = int(rows["count"].max())
-            label = f"{method} (quick)" if quick else method
-            lines.append(f"| {label} | {size} | {n} | " + " | ".join(cells) + " |")
-        lines.append("")
+    splits = sorted(sub["split"].unique(), key=lambda s: (s != "test", s))  # ID first
+    for target in sorted(sub["target"].unique()):
+        for split in splits:
+            part = sub[(sub["target"] == target) & (sub["split"] == split)]
+            if not part.empty:
+                lines += _markdown_table(part, target, split)
     return "\n".join(lines)
+
+
+def _markdown_table(part: pd.DataFrame, target: str, split: str) -> list[str]:
+    """One table: a row per method x training size, mean ± sd over seeds."""
+    lines = [f"## {target} — {split}", ""]
+    g = part.groupby(["method", "train_size", "quick", "metric"])["value"]
+    agg = g.agg(["mean", "std", "count"]).reset_index()
+    cols = [m for m in HEADLINE if m in set(agg["metric"])]
+    lines.append("| method | train size | n | " + " | ".join(cols) + " |")
+    lines.append("|---|---:|---:|" + "---:|" * len(cols))
+    for (method, size, quick), rows in agg.groupby(["method", "train_size", "quick"]):
+        cells = []
+        for m in cols:
+            row = rows[rows["metric"] == m]
+            if row.empty:
+                cells.append("")
+                continue
+            mean, std = row["mean"].iloc[0], row["std"].iloc[0]
+            cells.append(f"{mean:.4g}" + ("" if pd.isna(std) else f" ± {std:.2g}"))
+        n = int(rows["count"].max())
+        label = f"{method} (quick)" if quick else method
+        lines.append(f"| {label} | {size} | {n} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
 
 
 def _write_atomic_text(path: Path, text: str) -> None:
