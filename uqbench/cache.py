@@ -57,7 +57,8 @@ def write_splits(path: Path, splits: dict[str, list[Atoms]]) -> None:
 
 
 def read_splits(path: Path) -> dict[str, list[Atoms]]:
-    data = np.load(path, allow_pickle=False)
+    with np.load(path, allow_pickle=False) as npz:
+        data = {key: npz[key] for key in npz.files}  # each npz[key] reads the file again
     names = [str(n) for n in data["split_names"]]
     splits: dict[str, list[Atoms]] = {name: [] for name in names}
     ends = np.cumsum(data["n_atoms"])
