@@ -93,3 +93,17 @@ def test_unlabelled_training_data_is_a_user_error(tiny_nbody):
     del bad[1].info["energy"]
     with pytest.raises(uqbench.UQBenchError, match="lacks an energy"):
         uqbench.create_method("ensemble-egnn", **SMALL).fit(bad)
+
+
+def test_deterministic_reference(tiny_nbody):
+    method = uqbench.create_method("egnn", **SMALL).fit(tiny_nbody.splits["train"])
+    pred = method.predict_distribution(tiny_nbody.splits["test"])
+    assert pred.energy_samples.shape == (1, 20)
+    assert np.all(pred.energy_std == 0)
+    from uqbench.metrics import BUILTIN
+    from uqbench.scoring import score
+
+    res, _ = score({"test": pred}, {"test": tiny_nbody.splits["test"]}, list(BUILTIN))
+    energy = res["test"]["energy"]
+    assert energy["crps"] == pytest.approx(energy["mae"])  # one sample: CRPS is the MAE
+    assert energy["n_zero_std"] == 20 and energy["nll"] == np.inf

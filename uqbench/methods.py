@@ -35,3 +35,10 @@ def blip_egnn(**hyperparameters: Any):
     from uqbench.strategies.blip import BLIP
 
     return BLIP(backbone="egnn", **hyperparameters)
+
+
+def egnn(**hyperparameters: Any):
+    """Deterministic EGNN: the accuracy reference (one prediction, no uncertainty)."""
+    from uqbench.strategies.deterministic import Deterministic
+
+    return Deterministic(backbone="egnn", **hyperparameters)

@@ -49,14 +49,15 @@ class MetricSpec:
 
 
 def _crps(t: Target) -> float:
-    if t.samples is not None and t.samples.shape[0] >= 2:
-        return F.crps_ensemble(t.y_true, t.samples, fair=True)
+    if t.samples is not None:
+        # One sample (a deterministic model): the standard estimator, i.e. the MAE.
+        return F.crps_ensemble(t.y_true, t.samples, fair=t.samples.shape[0] >= 2)
     return F.crps_gaussian(t.y_true, t.y_pred, t.y_std)
 
 
 CRPS = MetricSpec(
     "crps", "CRPS", "target", "lower", _crps,
-    summary="Fair ensemble CRPS from samples (S >= 2), else the Gaussian closed form",
+    summary="Fair ensemble CRPS from samples (standard for S = 1), else the Gaussian form",
 )
 NLL = MetricSpec(
     "nll", "NLL", "nats", "lower", lambda t: F.nll_gaussian(t.y_true, t.y_pred, t.y_std),

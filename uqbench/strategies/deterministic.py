@@ -1,0 +1,21 @@
+"""A deterministic backbone: the accuracy reference, with no uncertainty (std = 0)."""
+
+from __future__ import annotations
+
+import torch
+
+from uqbench.strategies.base import TorchUQMethod
+
+
+class Deterministic(TorchUQMethod):
+    """One backbone trained with the MSE loss; its single prediction is the only sample.
+
+    Scores that need a spread are degenerate by design: CRPS becomes the mean absolute
+    error, NLL is infinite (counted in ``n_zero_std``).
+    """
+
+    quick_params = {"max_epochs": 15, "patience": 5, "lr": 3e-3,
+                    "backbone_options": {"hidden": 32, "n_layers": 2}}
+
+    def _sample(self, batch, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._member_passes(self.models_[0], batch, 1)
