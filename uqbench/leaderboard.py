@@ -140,18 +140,12 @@ def write_leaderboard(results_dir: Path, out_dir: Path) -> tuple[list[Path], lis
         if full["train_size"].nunique() > 1:
             from uqbench.plots import metric_vs_train_size_grid
 
-            fig = out_dir / f"{dataset}-crps-vs-train-size.png"
-            tmp = fig.with_name(f".{fig.stem}.tmp.png")
-            metric_vs_train_size_grid(full, "crps", tmp)
-            os.replace(tmp, fig)
-            written.append(fig)
+            written.append(metric_vs_train_size_grid(
+                full, "crps", out_dir / f"{dataset}-crps-vs-train-size.png"))
         from uqbench.plots import leaderboard_figures, metric_by_split_figure
 
         written += leaderboard_figures(records, out_dir, dataset)
         chosen = full if not full.empty else part
-        fig = out_dir / f"{dataset}-spearman-by-split.png"
-        tmp = fig.with_name(f".{fig.stem}.tmp.png")
-        metric_by_split_figure(chosen, "spearman", tmp)
-        os.replace(tmp, fig)
-        written.append(fig)
+        written.append(metric_by_split_figure(
+            chosen, "spearman", out_dir / f"{dataset}-spearman-by-split.png"))
     return written, skipped

@@ -57,10 +57,7 @@ def metric_vs_train_size_grid(frame: pd.DataFrame, metric: str, path: Path) -> P
     dataset = frame["dataset"].iloc[0]
     fig.suptitle(f"{dataset}: {_LABELS.get(metric, metric)} vs training size "
                  "(mean ± sd over seeds)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def calibration(curve: dict, ax: Axes | None = None, label: str | None = None) -> Axes:
@@ -108,6 +105,16 @@ def error_vs_std(curve: dict, unit: str = "", ax: Axes | None = None,
     return ax
 
 
+def _save(fig, path: Path) -> Path:
+    """Lay out, write atomically (temporary file, then rename) and close a figure."""
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
 def _loglog(ax: Axes) -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -140,10 +147,7 @@ def record_figure(record: dict, path: Path) -> Path:
             ax.set_title(f"{target} — {split}", fontsize=9)
     fig.suptitle(f"{record['method']['key']} on {record['dataset']['key']} "
                  f"(train {record['train_size']}, seed {record['seed']})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def leaderboard_figures(records: list[dict], out_dir: Path, dataset: str) -> list[Path]:
@@ -180,13 +184,7 @@ def leaderboard_figures(records: list[dict], out_dir: Path, dataset: str) -> lis
         axes[0][0].legend(fontsize=7)
         fig.suptitle(f"{dataset}, train size {size}: {name.replace('-', ' ')} "
                      "(first seed per method)")
-        fig.tight_layout()
-        path = out_dir / f"{dataset}-{name}.png"
-        tmp = path.with_name(f".{path.stem}.tmp.png")
-        fig.savefig(tmp, dpi=110)
-        plt.close(fig)
-        tmp.replace(path)
-        written.append(path)
+        written.append(_save(fig, out_dir / f"{dataset}-{name}.png"))
     return written
 
 
@@ -217,7 +215,4 @@ def metric_by_split_figure(frame: pd.DataFrame, metric: str, path: Path) -> Path
             ax.get_legend().remove()
     fig.suptitle(f"{sub['dataset'].iloc[0]}, train size {size}: "
                  f"{_LABELS.get(metric, metric)} by split (mean ± sd over seeds)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
