@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import uqbench
-from uqbench.backbones.adapter import BackboneAdapter, energy_and_forces
+from uqbench.backbones.adapter import energy_and_forces, make_adapter
 from uqbench.backbones.graph import collate
 from uqbench.metrics import crps_ensemble
 from uqbench.strategies.blip import BLIPModel, kl_log_uniform
@@ -17,7 +17,7 @@ SMALL = {"patience": 5, "device": "cpu", "backbone_options": OPTS}
 
 
 def _batch(structures, dtype=torch.float64):
-    adapter = BackboneAdapter("egnn", OPTS)
+    adapter = make_adapter("egnn", OPTS)
     return collate(adapter.graph_items(structures), dtype)
 
 
@@ -30,7 +30,7 @@ def test_fair_crps_torch_matches_numpy_metric():
 
 def test_perturbed_model_equals_deterministic_at_init_for_any_z(tiny_nbody):
     torch.manual_seed(0)
-    adapter = BackboneAdapter("egnn", OPTS)
+    adapter = make_adapter("egnn", OPTS)
     backbone = adapter.build().double()
     batch = _batch(tiny_nbody.splits["test"][:6])
     e_det, f_det = energy_and_forces(backbone, batch)

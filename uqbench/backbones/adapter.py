@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -30,30 +31,28 @@ class Site:
         self.parent._modules[self.name] = module
 
 
-@dataclass
 class BackboneAdapter:
-    """What strategies need from a backbone. ``options`` are the backbone's keywords."""
+    """What strategies need from a backbone; one subclass per backbone.
 
-    name: str
-    options: dict[str, Any]
+    ``options`` are the backbone's keywords. The defaults here suit a backbone whose
+    forward takes a `GraphBatch` built from uqbench's own neighbour list; foundation
+    backbones (CHGNet, Orb) override graph building, normalisation and the sites.
+    """
+
+    name = ""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.options = dict(options)
 
     def build(self) -> nn.Module:
-        if self.name == "egnn":
-            from uqbench.backbones.egnn import EGNN
-
-            return EGNN(**self.options)
-        raise ValueError(f"unknown backbone {self.name!r}")
+        raise NotImplementedError
 
     def resolve(self, structures: list[Atoms]) -> dict[str, Any]:
-        """Fill options that depend on the data; returns the options now in force.
-
-        EGNN without a cutoff connects all pairs, which periodic cells cannot have: there
-        the cutoff defaults to `PERIODIC_CUTOFF`.
-        """
-        if (self.name == "egnn" and self.options.get("cutoff") is None
-                and any(a.pbc.any() for a in structures)):
-            self.options = {**self.options, "cutoff": PERIODIC_CUTOFF}
+        """Fill options that depend on the data; returns the options now in force."""
         return dict(self.options)
+
+    def check_dtype(self, dtype: torch.dtype) -> None:
+        """Raise `UQBenchError` when the backbone cannot run in ``dtype``."""
 
     def graph_items(self, structures: list[Atoms]) -> list[dict[str, np.ndarray]]:
         cutoff = self.options.get("cutoff")
@@ -62,53 +61,103 @@ class BackboneAdapter:
     def fit_normalisation(self, model: nn.Module, items: list[dict[str, np.ndarray]]) -> None:
         """Per-atom energy shift (mean) and scale (RMS of force components) from labels."""
         e_per_atom = np.array([it["energy"][0] / len(it["numbers"]) for it in items])
-        f = np.concatenate([it["forces"].ravel() for it in items])
-        scale = float(np.sqrt(np.mean(f**2))) or float(np.std(e_per_atom)) or 1.0
         model.energy_shift.fill_(float(e_per_atom.mean()))
-        model.energy_scale.fill_(scale)
+        model.energy_scale.fill_(force_rms(items, e_per_atom))
+
+    def prepare_member(self, model: nn.Module, member: int) -> None:
+        """Make ensemble member ``member`` differ from the others before training (fresh
+        backbones differ already by their random initialisation)."""
 
     def norm_sites(self, model: nn.Module) -> list[Site]:
-        """Every normalisation layer, with the domain (atom or edge rows) it normalises."""
-        if self.name == "egnn":
-            sites = []
-            for layer in model.layers:
-                sites.append(Site(layer.message, "1", "edge"))
-                sites.append(Site(layer.update, "1", "atom"))
-            sites.append(Site(model.readout, "1", "atom"))
-            return sites
+        """Every normalisation layer, with the domain of rows it normalises."""
         raise ValueError(f"backbone {self.name!r} exposes no normalisation layers")
 
     def message_update_sites(self, model: nn.Module) -> list[tuple[str, str, list[Site]]]:
         """The linear layers of each message and update function: (group, domain, sites)."""
-        if self.name == "egnn":
-            groups = []
-            for k, layer in enumerate(model.layers):
-                for fn, domain in ((layer.message, "edge"), (layer.update, "atom")):
-                    linears = [Site(fn, str(i), domain) for i, m in enumerate(fn)
-                               if isinstance(m, nn.Linear)]
-                    groups.append((f"layer{k}.{'message' if domain == 'edge' else 'update'}",
-                                   domain, linears))
-            return groups
         raise ValueError(f"backbone {self.name!r} exposes no message/update functions")
 
     def invariant_inputs(self, model: nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Initial node features and edge attributes (what BLIP's inference net sees)."""
+        """Initial node features [n_atoms, d] and attributes of the edges ``batch.src`` ->
+        ``batch.dst`` [n_edges, d_e] (what BLIP's inference net sees)."""
+        raise ValueError(f"backbone {self.name!r} exposes no invariant inputs")
+
+    def invariant_dims(self, model: nn.Module) -> tuple[int, int]:
+        """Widths of the node features and edge attributes of `invariant_inputs`."""
+        raise ValueError(f"backbone {self.name!r} exposes no invariant inputs")
+
+    def row_structures(self, batch) -> dict[str, torch.Tensor]:
+        """For each row domain of `norm_sites`, the structure index of every row."""
+        return {"atom": batch.structure, "edge": batch.structure[batch.dst]}
+
+    def dropout_layers(self, model: nn.Module) -> list[nn.Dropout]:
+        return [m for m in model.modules() if isinstance(m, nn.Dropout)]
+
+
+def force_rms(items: list[dict[str, np.ndarray]], e_per_atom: np.ndarray) -> float:
+    """The loss unit: RMS of the training force components (else of energies per atom)."""
+    f = np.concatenate([it["forces"].ravel() for it in items])
+    return float(np.sqrt(np.mean(f**2))) or float(np.std(e_per_atom)) or 1.0
+
+
+class EGNNAdapter(BackboneAdapter):
+    name = "egnn"
+
+    def build(self) -> nn.Module:
+        from uqbench.backbones.egnn import EGNN
+
+        return EGNN(**self.options)
+
+    def resolve(self, structures: list[Atoms]) -> dict[str, Any]:
+        """EGNN without a cutoff connects all pairs, which periodic cells cannot have: there
+        the cutoff defaults to `PERIODIC_CUTOFF`."""
+        if self.options.get("cutoff") is None and any(a.pbc.any() for a in structures):
+            self.options = {**self.options, "cutoff": PERIODIC_CUTOFF}
+        return dict(self.options)
+
+    def norm_sites(self, model: nn.Module) -> list[Site]:
+        sites = []
+        for layer in model.layers:
+            sites.append(Site(layer.message, "1", "edge"))
+            sites.append(Site(layer.update, "1", "atom"))
+        sites.append(Site(model.readout, "1", "atom"))
+        return sites
+
+    def message_update_sites(self, model: nn.Module) -> list[tuple[str, str, list[Site]]]:
+        groups = []
+        for k, layer in enumerate(model.layers):
+            for fn, kind, domain in ((layer.message, "message", "edge"),
+                                     (layer.update, "update", "atom")):
+                groups.append((f"layer{k}.{kind}", domain, linear_sites(fn, domain)))
+        return groups
+
+    def invariant_inputs(self, model: nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor]:
         h, edge_feat, _ = model.features(batch)
         return h, edge_feat
 
     def invariant_dims(self, model: nn.Module) -> tuple[int, int]:
-        """Widths of the node features and edge attributes of `invariant_inputs`."""
-        if self.name == "egnn":
-            return model.embed.embedding_dim, model.rbf.centers.numel() + 2
-        raise ValueError(f"backbone {self.name!r} exposes no invariant inputs")
+        return model.embed.embedding_dim, model.rbf.centers.numel() + 2
 
-    @staticmethod
-    def edge_structure(batch) -> torch.Tensor:
-        return batch.structure[batch.dst]
 
-    @staticmethod
-    def dropout_layers(model: nn.Module) -> list[nn.Dropout]:
-        return [m for m in model.modules() if isinstance(m, nn.Dropout)]
+def linear_sites(parent: nn.Module, domain: str = "") -> list[Site]:
+    """Sites of the nn.Linear children of a Sequential-like module, in order."""
+    return [Site(parent, name, domain) for name, m in parent.named_children()
+            if isinstance(m, nn.Linear)]
+
+
+#: Backbone key -> "module:class" of its adapter (imported only when used).
+ADAPTERS = {
+    "egnn": "uqbench.backbones.adapter:EGNNAdapter",
+    "chgnet": "uqbench.backbones.chgnet:CHGNetAdapter",
+    "orb": "uqbench.backbones.orb:OrbAdapter",
+}
+
+
+def make_adapter(name: str, options: dict[str, Any]) -> BackboneAdapter:
+    try:
+        module, cls = ADAPTERS[name].split(":")
+    except KeyError:
+        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(ADAPTERS)}") from None
+    return getattr(importlib.import_module(module), cls)(options)
 
 
 def energy_and_forces(model: nn.Module, batch, create_graph: bool = False, **model_kwargs):

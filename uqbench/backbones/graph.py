@@ -17,7 +17,9 @@ class GraphBatch:
     """Structures concatenated into one graph; edges point from ``src`` to ``dst``.
 
     The vector of edge e is ``positions[src] - positions[dst] + shift[e]``; ``shift`` holds
-    the Cartesian periodic-image offsets (zero for molecules).
+    the Cartesian periodic-image offsets (zero for molecules), ``unit_shift`` the same in
+    cell vectors (``shift = unit_shift @ cell``). ``extras`` holds one backbone-specific
+    object per structure (e.g. CHGNet's angle graph) that travels with the batch.
     """
 
     positions: torch.Tensor  # [n_atoms, 3]
@@ -28,17 +30,22 @@ class GraphBatch:
     dst: torch.Tensor  # [n_edges]
     shift: torch.Tensor  # [n_edges, 3]
     n_atoms: torch.Tensor  # [n_structures]
+    cell: torch.Tensor | None = None  # [n_structures, 3, 3] (zeros for molecules)
+    unit_shift: torch.Tensor | None = None  # [n_edges, 3]
     energy: torch.Tensor | None = None  # [n_structures]
     forces: torch.Tensor | None = None  # [n_atoms, 3]
+    extras: list | None = None  # one object per structure, or None
 
     @property
     def n_structures(self) -> int:
         return int(self.n_atoms.shape[0])
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> GraphBatch:
-        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+        def move(t):
             if t is None:
                 return None
+            if isinstance(t, list):
+                return [x.to(device) if hasattr(x, "to") else x for x in t]
             if dtype is not None and t.is_floating_point():
                 return t.to(device=device, dtype=dtype)
             return t.to(device)
@@ -60,7 +67,9 @@ class GraphBatch:
             charges=tile(self.charges), structure=tile(self.structure) + struct_off,
             src=tile(self.src) + node_off, dst=tile(self.dst) + node_off,
             shift=tile(self.shift), n_atoms=tile(self.n_atoms),
+            cell=tile(self.cell), unit_shift=tile(self.unit_shift),
             energy=tile(self.energy), forces=tile(self.forces),
+            extras=None if self.extras is None else self.extras * copies,
         )
 
 
@@ -72,19 +81,28 @@ def graph_item(atoms: Atoms, cutoff: float | None) -> dict[str, np.ndarray]:
         if atoms.pbc.any():
             raise ValueError("a periodic structure needs a finite cutoff")
         src, dst = np.nonzero(~np.eye(n, dtype=bool))
-        shift = np.zeros((src.size, 3))
+        shift_int = np.zeros((src.size, 3))
     else:
         # D = positions[j] - positions[i] + S @ cell; here src=j, dst=i.
         if atoms.pbc.all():
             dst, src, shift_int = periodic_pairs(atoms.positions, atoms.cell.array, cutoff)
         else:
             dst, src, shift_int = neighbor_list("ijS", atoms, cutoff)
-        shift = shift_int @ np.asarray(atoms.cell)
+    return graph_item_from_edges(atoms, src, dst, shift_int)
+
+
+def graph_item_from_edges(atoms: Atoms, src: np.ndarray, dst: np.ndarray,
+                          unit_shift: np.ndarray) -> dict[str, np.ndarray]:
+    """One structure's graph from a given edge list (a backbone's own neighbour list):
+    the vector of edge e is ``x[src] - x[dst] + unit_shift[e] @ cell``."""
+    cell = np.asarray(atoms.cell.array, dtype=np.float64)
+    unit_shift = np.asarray(unit_shift, dtype=np.float64).reshape(-1, 3)
     item = {
         "positions": np.asarray(atoms.positions, dtype=np.float64),
         "numbers": atoms.numbers.astype(np.int64),
         "charges": np.asarray(atoms.get_initial_charges(), dtype=np.float64),
-        "src": src.astype(np.int64), "dst": dst.astype(np.int64), "shift": shift,
+        "src": np.asarray(src, dtype=np.int64), "dst": np.asarray(dst, dtype=np.int64),
+        "shift": unit_shift @ cell, "unit_shift": unit_shift, "cell": cell[None],
     }
     if "energy" in atoms.info:
         item["energy"] = np.array([float(atoms.info["energy"])])
@@ -106,6 +124,8 @@ def collate(items: list[dict[str, np.ndarray]], dtype: torch.dtype = torch.float
         src=i(np.concatenate([it["src"] + o for it, o in zip(items, offsets, strict=True)])),
         dst=i(np.concatenate([it["dst"] + o for it, o in zip(items, offsets, strict=True)])),
         shift=f(cat("shift")), n_atoms=i(counts),
+        cell=f(cat("cell")), unit_shift=f(cat("unit_shift")),
         energy=f(cat("energy")) if labelled else None,
         forces=f(cat("forces")) if labelled else None,
+        extras=[it["extra"] for it in items] if "extra" in items[0] else None,
     )

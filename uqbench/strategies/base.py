@@ -12,7 +12,7 @@ import torch
 from ase import Atoms
 from torch import nn
 
-from uqbench.backbones.adapter import BackboneAdapter, energy_and_forces
+from uqbench.backbones.adapter import BackboneAdapter, energy_and_forces, make_adapter
 from uqbench.backbones.graph import collate
 from uqbench.errors import UQBenchError
 from uqbench.method import UQMethod
@@ -74,7 +74,7 @@ class TorchUQMethod(UQMethod):
     # -- shared machinery -----------------------------------------------------------------
     @functools.cached_property
     def _adapter(self) -> BackboneAdapter:
-        return BackboneAdapter(self.backbone, self._backbone_options())
+        return make_adapter(self.backbone, self._backbone_options())
 
     @property
     def _torch_dtype(self) -> torch.dtype:
@@ -91,6 +91,7 @@ class TorchUQMethod(UQMethod):
         if val:
             _check_labelled(val, "val")
         self.device_ = resolve_device(self.device)
+        self._adapter.check_dtype(self._torch_dtype)
         self.backbone_options_ = self._adapter.resolve(train_set)
         train_items = self._adapter.graph_items(train_set)
         val_items = self._adapter.graph_items(val) if val else None
@@ -106,15 +107,16 @@ class TorchUQMethod(UQMethod):
         self.fit_seconds_ = time.perf_counter() - start
         return self
 
-    def _new_backbone(self, train_items: list[dict]) -> nn.Module:
+    def _new_backbone(self, train_items: list[dict], member: int = 0) -> nn.Module:
         model = self._adapter.build().to(self.device_, self._torch_dtype)
+        self._adapter.prepare_member(model, member)
         self._adapter.fit_normalisation(model, train_items)
         return model
 
     def _fit_member(self, member: int, train_items: list[dict],
                     val_items: list[dict] | None) -> tuple[nn.Module, dict]:
         """Default: one backbone trained with the MSE loss."""
-        model = self._new_backbone(train_items)
+        model = self._new_backbone(train_items, member)
         history = self._train(model, train_items, val_items, self._loss, self.max_epochs,
                               self.lr, member, f"member {member + 1}/{self._n_members()}")
         return model, history

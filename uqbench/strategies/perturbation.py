@@ -71,8 +71,7 @@ class PerturbedModel(nn.Module):
         """Energies for noise ``z`` [n_structures, noise_dim]; z = None is the deterministic
         model (identical to z = 0 only at initialisation)."""
         self._context.z = z
-        self._context.rows = {"atom": batch.structure,
-                              "edge": self._adapter.edge_structure(batch)}
+        self._context.rows = self._adapter.row_structures(batch)
         try:
             return self.backbone(batch)
         finally:
