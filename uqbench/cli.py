@@ -57,8 +57,12 @@ def cli() -> None:
 @click.option("--split-key", default=None, metavar="KEY",
               help="With --dataset FILE.xyz: the info key naming each structure's split "
                    "(train, val, test, ood-*; 'id' for a random ID split).")
+@click.option("--weights", default=None, metavar="CKPT",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A local checkpoint for a pretrained backbone (orb, chgnet), used "
+                   "instead of downloaded or packaged weights.")
 def run(method, dataset, train_size, seed, device, n_samples, out, quick, params, data_path,
-        split_key) -> None:
+        split_key, weights) -> None:
     """Fit METHOD on DATASET, predict every test split, score, and write one record.
 
     DATASET is a registered key (see `uqbench datasets`) or the path of an extxyz file with
@@ -74,7 +78,8 @@ def run(method, dataset, train_size, seed, device, n_samples, out, quick, params
         options["split_key"] = split_key
     cfg = RunConfig(method=method, dataset=dataset, train_size=train_size, seed=seed,
                     device=device, n_samples=n_samples, quick=quick,
-                    params=_parse_params(params), out=out, dataset_options=options)
+                    params=_parse_params(params), out=out, dataset_options=options,
+                    weights=str(weights.resolve()) if weights else None)
     path, record = do_run(cfg)
     click.echo(f"{method} on {dataset} (train size {record['train_size']}, seed {seed}, "
                f"{record['device']}): fit {record['timings']['fit_s']:.1f} s")

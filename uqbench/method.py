@@ -22,6 +22,8 @@ class UQMethod(ABC):
     key: str = ""
     #: Hyperparameters that ``uqbench run --quick`` overrides (a smoke-test budget).
     quick_params: dict[str, Any] = {}
+    #: Dataset options ``--quick`` applies where the loader takes them (for costly methods).
+    quick_data: dict[str, Any] = {}
 
     @abstractmethod
     def fit(self, train: list[Atoms], val: list[Atoms] | None = None) -> UQMethod: ...

@@ -42,3 +42,73 @@ def egnn(**hyperparameters: Any):
     from uqbench.strategies.deterministic import Deterministic
 
     return Deterministic(backbone="egnn", **hyperparameters)
+
+
+# -- foundation backbones: one factory maker, since only the backbone and defaults differ --
+
+#: Finetuning defaults shared by every strategy on a pretrained backbone (the full-size
+#: configuration, meant for a GPU); the P strategy finetunes the pretrained weights with the
+#: CRPS directly (no MSE stage: the backbone is already trained). lr 1e-3 as in CHGNet's own
+#: finetuning example; lower rates leave the zero-initialised perturbation maps near zero
+#: within a CPU budget of a few epochs.
+FOUNDATION_DEFAULTS: dict[str, Any] = {
+    "lr": 1e-3, "max_epochs": 50, "patience": 10, "batch_size": 8,
+}
+STRATEGY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "perturbation": {"pretrain": False, "finetune_epochs": 50, "finetune_lr": 1e-3},
+    "blip": {},
+    "ensemble": {},
+    "mcdropout": {},
+}
+#: ``--quick`` on a pretrained backbone: one epoch, few samples, and a tiny dataset.
+FOUNDATION_QUICK: dict[str, Any] = {
+    "max_epochs": 1, "patience": 1, "batch_size": 4, "n_samples": 4,
+}
+STRATEGY_QUICK: dict[str, dict[str, Any]] = {
+    "perturbation": {"finetune_epochs": 1},
+    "blip": {},
+    "ensemble": {"n_members": 2},
+    "mcdropout": {},
+}
+FOUNDATION_QUICK_DATA: dict[str, Any] = {"train_size": 8, "val_size": 4, "test_size": 8,
+                                         "ood_size": 4}
+_STRATEGIES = {
+    "perturbation": "uqbench.strategies.perturbation:FunctionalPerturbation",
+    "blip": "uqbench.strategies.blip:BLIP",
+    "ensemble": "uqbench.strategies.ensemble:DeepEnsemble",
+    "mcdropout": "uqbench.strategies.mcdropout:MCDropout",
+}
+
+
+def _foundation(strategy: str, backbone: str, doc: str):
+    def create(**hyperparameters: Any):
+        import importlib
+
+        module, cls = _STRATEGIES[strategy].split(":")
+        klass = getattr(importlib.import_module(module), cls)
+        params = {**FOUNDATION_DEFAULTS, **STRATEGY_DEFAULTS[strategy], **hyperparameters}
+        method = klass(backbone=backbone, **params)
+        method.quick_params = {**FOUNDATION_QUICK, **STRATEGY_QUICK[strategy]}
+        method.quick_data = dict(FOUNDATION_QUICK_DATA)
+        return method
+
+    create.__doc__ = doc
+    return create
+
+
+p_chgnet = _foundation("perturbation", "chgnet", "P-CHGNet: pretrained CHGNet with learned "
+                       "functional perturbations, finetuned with the fair CRPS.")
+blip_chgnet = _foundation("blip", "chgnet", "BLIP-CHGNet: adaptive variational dropout on "
+                          "pretrained CHGNet's atom convolutions.")
+ensemble_chgnet = _foundation("ensemble", "chgnet", "Ensemble of 5 CHGNets finetuned from the "
+                              "pretrained weights (each redraws its last readout layer).")
+mcdropout_chgnet = _foundation("mcdropout", "chgnet", "MC dropout on pretrained CHGNet "
+                               "(p = 0.1 in its MLPs, finetuned).")
+p_orb = _foundation("perturbation", "orb", "P-Orb: Orb-v3 with learned functional "
+                    "perturbations, finetuned with the fair CRPS.")
+blip_orb = _foundation("blip", "orb", "BLIP-Orb: adaptive variational dropout on Orb-v3's "
+                       "message and update MLPs.")
+ensemble_orb = _foundation("ensemble", "orb", "Ensemble of 5 Orb-v3s finetuned from one "
+                           "checkpoint (each redraws its last readout layer).")
+mcdropout_orb = _foundation("mcdropout", "orb", "MC dropout on Orb-v3 (p = 0.1 after every "
+                            "MLP hidden layer, finetuned).")

@@ -35,6 +35,11 @@ class RunConfig:
     params: dict[str, Any] = field(default_factory=dict)
     dataset_options: dict[str, Any] = field(default_factory=dict)
     out: Path = Path("results")
+    weights: str | None = None  # a local checkpoint for a pretrained backbone
+
+
+#: Backbones that start from pretrained weights (and take ``--weights``).
+PRETRAINED_BACKBONES = ("chgnet", "orb")
 
 
 def _metric_specs() -> list:
@@ -63,7 +68,7 @@ def prepare(cfg: RunConfig):
         raise UQBenchError(f"--n-samples must be a positive integer; got {cfg.n_samples}")
     loader = registry.dataset_loader(cfg.dataset)
     method = registry.create_method(cfg.method)
-    overrides: dict[str, Any] = dict(type(method).quick_params) if cfg.quick else {}
+    overrides: dict[str, Any] = dict(method.quick_params) if cfg.quick else {}
     overrides.update(cfg.params)
     overrides.update({"seed": cfg.seed, "device": cfg.device})
     if cfg.n_samples is not None:
@@ -75,6 +80,12 @@ def prepare(cfg: RunConfig):
             raise ValueError(f"unknown hyperparameter(s) {', '.join(sorted(unknown))}")
     except ValueError as exc:
         raise UQBenchError(f"method {cfg.method!r}: {exc}") from None
+    if cfg.weights:
+        if getattr(method, "backbone", None) not in PRETRAINED_BACKBONES:
+            raise UQBenchError(f"--weights applies to pretrained backbones "
+                               f"({', '.join(PRETRAINED_BACKBONES)}); {cfg.method!r} has none")
+        method.set_params(backbone_options={**(method.backbone_options or {}),
+                                            "weights": cfg.weights})
     from uqbench.training import resolve_device
 
     resolve_device(cfg.device)
@@ -88,6 +99,10 @@ def prepare(cfg: RunConfig):
         data_kwargs["train_size"] = cfg.train_size
     if cfg.quick and "quick" in accepted:
         data_kwargs["quick"] = True
+    if cfg.quick:
+        for key, value in method.quick_data.items():
+            if key in accepted and key not in data_kwargs:
+                data_kwargs[key] = value
     check_writable(cfg.out)
     return method, data_kwargs
 

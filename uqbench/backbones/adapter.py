@@ -161,7 +161,10 @@ def make_adapter(name: str, options: dict[str, Any]) -> BackboneAdapter:
 
 
 def energy_and_forces(model: nn.Module, batch, create_graph: bool = False, **model_kwargs):
-    """Energies [n_structures] and forces -dE/dx [n_atoms, 3] of a conservative model."""
+    """Energies [n_structures] and forces [n_atoms, 3]: -dE/dx for a conservative model,
+    the force head's output for one with ``direct_forces``."""
+    if getattr(model, "direct_forces", False):
+        return model(batch, with_forces=True, **model_kwargs)
     with torch.enable_grad():
         positions = batch.positions.detach().requires_grad_(True)
         energy = model(replace(batch, positions=positions), **model_kwargs)

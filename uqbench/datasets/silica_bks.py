@@ -10,6 +10,9 @@ Each trajectory (Langevin NVT, 1 fs) is seeded on its own and gives ``FRAMES`` f
 ``EQUILIBRATION`` steps, one every ``STRIDE`` steps; splits are built from whole
 trajectories, so no trajectory is shared between splits. Two amorphous samples are made
 (melt at 5000 K, linear quench to 300 K): one for train/val, one for test and OOD.
+
+``silica-bks-small`` is the same protocol on small cells (quartz 9, cristobalite 12,
+amorphous 18 atoms), for backbones too costly on a CPU at 48-72 atoms (CHGNet, Orb).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from tqdm.auto import tqdm
 from uqbench.cache import cache_dir, cached_splits, content_hash
 from uqbench.dataset import Dataset, check_sizes
 from uqbench.datasets.bks import BKSCalculator
+from uqbench.errors import UQBenchError
 
 GENERATOR_VERSION = 1
 TIMESTEP = 1.0 * units.fs
@@ -40,18 +44,20 @@ DENSE_VOLUME = 0.8
 POOLS = {"train": 0, "val": 1, "test": 2, "ood-hot": 3, "ood-dense": 4, "ood-defect": 5}
 
 
-def alpha_quartz() -> Atoms:
-    """72-atom orthorhombic alpha-quartz (P3_221, a = 4.916 Å, c = 5.405 Å)."""
+def alpha_quartz(small: bool = False) -> Atoms:
+    """72-atom orthorhombic alpha-quartz (P3_221, a = 4.916 Å, c = 5.405 Å); ``small``:
+    its 9-atom hexagonal cell."""
     cell = crystal(["Si", "O"], basis=[(0.4697, 0.0, 2 / 3), (0.4135, 0.2669, 0.1191 + 2 / 3)],
                    spacegroup=154, cellpar=[4.916, 4.916, 5.405, 90, 90, 120])
-    return make_supercell(cell, [[2, 0, 0], [1, 2, 0], [0, 0, 2]])
+    return cell if small else make_supercell(cell, [[2, 0, 0], [1, 2, 0], [0, 0, 2]])
 
 
-def alpha_cristobalite() -> Atoms:
-    """48-atom alpha-cristobalite (P4_12_12, a = 4.978 Å, c = 6.948 Å), 2 x 2 x 1."""
+def alpha_cristobalite(small: bool = False) -> Atoms:
+    """48-atom alpha-cristobalite (P4_12_12, a = 4.978 Å, c = 6.948 Å), 2 x 2 x 1;
+    ``small``: its 12-atom cell."""
     cell = crystal(["Si", "O"], basis=[(0.3003, 0.3003, 0.0), (0.2392, 0.1044, 0.1787)],
                    spacegroup=92, cellpar=[4.978, 4.978, 6.948, 90, 90, 90])
-    return cell.repeat((2, 2, 1))
+    return cell if small else cell.repeat((2, 2, 1))
 
 
 def _md(atoms: Atoms, temperature: float, steps: int, rng: np.random.Generator,
@@ -68,10 +74,12 @@ def _md(atoms: Atoms, temperature: float, steps: int, rng: np.random.Generator,
     return atoms
 
 
-def melt_quench(seed_seq: np.random.SeedSequence, melt_steps: int, quench_steps: int) -> Atoms:
-    """Amorphous silica: quartz melted at 5000 K, quenched linearly to 300 K (NVT)."""
+def melt_quench(seed_seq: np.random.SeedSequence, melt_steps: int, quench_steps: int,
+                small: bool = False) -> Atoms:
+    """Amorphous silica: quartz melted at 5000 K, quenched linearly to 300 K (NVT); the
+    72-atom cell, or with ``small`` two 9-atom cells stacked along c (18 atoms)."""
     rng = np.random.default_rng(seed_seq)
-    atoms = alpha_quartz()
+    atoms = alpha_quartz(small=True).repeat((1, 1, 2)) if small else alpha_quartz()
     atoms.calc = BKSCalculator()
     _md(atoms, MELT_TEMPERATURE, melt_steps, rng)
     chunks = 20
@@ -93,19 +101,20 @@ def remove_sio2_unit(atoms: Atoms, rng: np.random.Generator) -> Atoms:
     return atoms[keep]
 
 
-def _start(pool: str, k: int, glasses: dict[str, Atoms], rng) -> tuple[Atoms, float, str]:
+def _start(pool: str, k: int, glasses: dict[str, Atoms], rng,
+           small: bool = False) -> tuple[Atoms, float, str]:
     """The starting cell, temperature and a label for trajectory ``k`` of ``pool``."""
     glass = glasses["train" if pool in ("train", "val") else "test"]
     if pool in ("train", "val", "test"):
         phase = ("quartz", "cristobalite", "amorphous")[k % 3]
         temperature = ID_TEMPERATURES[(k // 3) % 3]
-        atoms = {"quartz": alpha_quartz, "cristobalite": alpha_cristobalite}.get(
-            phase, glass.copy)()
+        crystals = {"quartz": alpha_quartz, "cristobalite": alpha_cristobalite}
+        atoms = crystals[phase](small) if phase in crystals else glass.copy()
         return atoms, temperature, phase
     temperature = ID_TEMPERATURES[k % 3]
     if pool == "ood-hot":
         return glass.copy(), HOT_TEMPERATURE, "liquid"
-    base = alpha_quartz() if k % 2 == 0 else glass.copy()
+    base = alpha_quartz(small) if k % 2 == 0 else glass.copy()
     phase = "quartz" if k % 2 == 0 else "amorphous"
     if pool == "ood-dense":
         base.set_cell(base.cell * DENSE_VOLUME ** (1 / 3), scale_atoms=True)
@@ -113,9 +122,10 @@ def _start(pool: str, k: int, glasses: dict[str, Atoms], rng) -> tuple[Atoms, fl
     return remove_sio2_unit(base, rng), temperature, f"{phase}-defect"
 
 
-def trajectory(seed: int, pool: str, k: int, glasses: dict[str, Atoms]) -> list[Atoms]:
+def trajectory(seed: int, pool: str, k: int, glasses: dict[str, Atoms],
+               small: bool = False) -> list[Atoms]:
     rng = np.random.default_rng(np.random.SeedSequence([seed, POOLS[pool], k]))
-    atoms, temperature, label = _start(pool, k, glasses, rng)
+    atoms, temperature, label = _start(pool, k, glasses, rng, small)
     atoms.calc = BKSCalculator()
     _md(atoms, temperature, EQUILIBRATION, rng)
     frames: list[Atoms] = []
@@ -144,50 +154,86 @@ def load_silica_bks(
     quench_steps: int | None = None,
     quick: bool = False,
     use_cache: bool = True,
+    cells: str = "default",
 ) -> Dataset:
     """BKS silica: ID ``train``/``val``/``test`` (quartz, cristobalite, amorphous at
     300-1500 K); OOD ``ood-hot`` (3500 K liquid), ``ood-dense`` (80 % volume),
     ``ood-defect`` (a SiO2 unit missing). Training size defaults to 300 (60 with
-    ``quick``, which also shrinks the other splits and the melt-quench)."""
+    ``quick``, which also shrinks the other splits and the melt-quench). ``cells="small"``
+    uses 9-18-atom cells (see `load_silica_bks_small`)."""
+    if cells not in ("default", "small"):
+        raise UQBenchError(f"silica-bks: cells must be 'default' or 'small'; got {cells!r}")
+    small = cells == "small"
+    name = "silica-bks-small" if small else "silica-bks"
     if train_size is None:
         train_size = 60 if quick else 300
     if quick:
         test_size, ood_size = min(test_size, 30), min(ood_size, 20)
-    check_sizes("silica-bks", train_size=train_size, test_size=test_size, ood_size=ood_size)
+    check_sizes(name, train_size=train_size, test_size=test_size, ood_size=ood_size)
     if val_size is None:
         val_size = max(20, train_size // 5)
     melt = melt_steps if melt_steps is not None else (500 if quick else 2000)
     quench = quench_steps if quench_steps is not None else (1500 if quick else 4000)
     options = dict(train_size=train_size, val_size=val_size, test_size=test_size,
                    ood_size=ood_size, seed=seed, melt_steps=melt, quench_steps=quench)
+    if small:  # only when not the default, so the default set keeps its cache key
+        options["cells"] = cells
     key = content_hash({"dataset": "silica-bks", "version": GENERATOR_VERSION, **options,
                         "frames": FRAMES, "stride": STRIDE, "equilibration": EQUILIBRATION})
-    path = cache_dir() / "silica-bks" / f"silica-bks-{key}.npz"
+    path = cache_dir() / "silica-bks" / f"{name}-{key}.npz"
     sizes = {"train": train_size, "val": val_size, "test": test_size, "ood-hot": ood_size,
              "ood-dense": ood_size, "ood-defect": ood_size}
 
     def sample_all() -> dict[str, list[Atoms]]:
         n_traj = {pool: -(-size // FRAMES) for pool, size in sizes.items()}
-        with tqdm(total=sum(n_traj.values()) + 2, desc="silica-bks: MD", unit="trajectory",
+        with tqdm(total=sum(n_traj.values()) + 2, desc=f"{name}: MD", unit="trajectory",
                   disable=None) as bar:
             glasses = {}
             for which, stream in (("train", 100), ("test", 101)):
                 glasses[which] = melt_quench(np.random.SeedSequence([seed, stream]), melt,
-                                             quench)
+                                             quench, small)
                 bar.update(1)
             splits = {}
             for pool, size in sizes.items():
                 frames: list[Atoms] = []
                 for k in range(n_traj[pool]):
-                    frames += trajectory(seed, pool, k, glasses)
+                    frames += trajectory(seed, pool, k, glasses, small)
                     bar.update(1)
                 splits[pool] = frames[:size]
         return splits
 
     splits = cached_splits(path, use_cache, sample_all)
-    return Dataset("silica-bks", splits, options=options,
+    return Dataset(name, splits, options=options,
                    description=load_silica_bks.__doc__ or "")
 
 
 load_silica_bks.summary = ("SiO2 sampled by MD on BKS (offline): quartz, cristobalite, "
                            "amorphous; ood-hot, ood-dense, ood-defect")
+
+
+def load_silica_bks_small(
+    train_size: int | None = None,
+    val_size: int | None = None,
+    test_size: int = 60,
+    ood_size: int = 30,
+    seed: int = 0,
+    melt_steps: int | None = None,
+    quench_steps: int | None = None,
+    quick: bool = False,
+    use_cache: bool = True,
+) -> Dataset:
+    """``silica-bks`` on small cells (quartz 9, cristobalite 12, amorphous 18 atoms; OOD
+    defects 6 and 15): the same splits and protocol at a cost CPU-bound foundation backbones
+    can afford. Training size defaults to 100 (60 with ``quick``)."""
+    if train_size is None:
+        train_size = 60 if quick else 100
+    if val_size is None:  # three trajectories: one of each ID phase
+        val_size = max(30, train_size // 5)
+    return load_silica_bks(train_size=train_size, val_size=val_size, test_size=test_size,
+                           ood_size=ood_size, seed=seed, melt_steps=melt_steps,
+                           quench_steps=quench_steps, quick=quick, use_cache=use_cache,
+                           cells="small")
+
+
+load_silica_bks_small.summary = ("silica-bks on 9-18-atom cells (offline), for CPU-bound "
+                                 "foundation backbones")

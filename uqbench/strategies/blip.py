@@ -113,10 +113,14 @@ class BLIPModel(nn.Module):
     def energy_scale(self) -> torch.Tensor:
         return self.backbone.energy_scale
 
-    def forward(self, batch, stochastic: bool = True) -> torch.Tensor:
+    @property
+    def direct_forces(self) -> bool:
+        return getattr(self.backbone, "direct_forces", False)
+
+    def forward(self, batch, stochastic: bool = True, **backbone_kwargs):
         if not stochastic:
             self._context.log_alpha = {}
-            return self.backbone(batch)
+            return self.backbone(batch, **backbone_kwargs)
         h0, edge_attr = self._adapter.invariant_inputs(self.backbone, batch)
         edge_in = torch.cat([h0[batch.dst], h0[batch.src], edge_attr], dim=-1)
         la_edge = _soft_cap(self.edge_net(edge_in))
@@ -127,7 +131,7 @@ class BLIPModel(nn.Module):
         self.last_kl = kl
         self._context.log_alpha = log_alpha
         try:
-            return self.backbone(batch)
+            return self.backbone(batch, **backbone_kwargs)
         finally:
             self._context.log_alpha = {}
 

@@ -67,13 +67,17 @@ class PerturbedModel(nn.Module):
     def energy_scale(self) -> torch.Tensor:
         return self.backbone.energy_scale
 
-    def forward(self, batch, z: torch.Tensor | None = None) -> torch.Tensor:
+    @property
+    def direct_forces(self) -> bool:
+        return getattr(self.backbone, "direct_forces", False)
+
+    def forward(self, batch, z: torch.Tensor | None = None, **backbone_kwargs):
         """Energies for noise ``z`` [n_structures, noise_dim]; z = None is the deterministic
         model (identical to z = 0 only at initialisation)."""
         self._context.z = z
         self._context.rows = self._adapter.row_structures(batch)
         try:
-            return self.backbone(batch)
+            return self.backbone(batch, **backbone_kwargs)
         finally:
             self._context.z = None
             self._context.rows = {}
