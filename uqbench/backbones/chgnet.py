@@ -37,10 +37,11 @@ class CHGNetBackbone(FoundationBackbone):
         inv_cell = torch.linalg.inv(batch.cell)
         frac = torch.einsum("ai,aij->aj", batch.positions, inv_cell[batch.structure])
         graphs = []
-        for graph, frac_s in zip(batch.extras, torch.split(frac, batch.n_atoms.tolist()),
-                                 strict=True):
+        for graph, frac_s, cell in zip(batch.extras, torch.split(frac, batch.n_atoms.tolist()),
+                                       batch.cell, strict=True):
             graph = copy.copy(graph)
             graph.atom_frac_coord = frac_s
+            graph.lattice = cell
             graphs.append(graph)
         m = self.model
         with warnings.catch_warnings():

@@ -1,0 +1,269 @@
+"""Foundation backbones (CHGNet on its packaged weights, Orb-v3 from a small local
+checkpoint): the wrappers reproduce the libraries, strategies start at the pretrained model,
+every sample is a potential, and the user paths (--weights, offline errors) work."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+import uqbench
+from uqbench.backbones.adapter import energy_and_forces, make_adapter
+from uqbench.backbones.graph import collate
+from uqbench.cli import main
+from uqbench.datasets.silica_bks import alpha_cristobalite, alpha_quartz
+from uqbench.errors import UQBenchError
+from uqbench.strategies.blip import BLIPModel
+from uqbench.strategies.perturbation import ConditionalLayerNorm, PerturbedModel
+
+pytest.importorskip("chgnet")
+pytest.importorskip("orb_models")
+
+ORB_SMALL = dict(latent_dim=32, base_mlp_hidden_dim=64, base_mlp_depth=1,
+                 head_mlp_hidden_dim=32, head_mlp_depth=1, num_message_passing_steps=2)
+
+
+def _cells(bks_labels: bool = False):
+    """Two rattled small silica cells, one shifted outside its cell (wrapping must not
+    matter)."""
+    a = alpha_quartz(small=True)
+    a.rattle(0.05, seed=1)
+    a.positions += 2.5
+    b = alpha_cristobalite(small=True)
+    b.rattle(0.05, seed=2)
+    if bks_labels:
+        from uqbench.datasets.bks import BKSCalculator
+
+        for atoms in (a, b):
+            atoms.calc = BKSCalculator()
+            atoms.info["energy"] = atoms.get_potential_energy()
+            atoms.arrays["forces"] = atoms.get_forces()
+            atoms.calc = None
+    return [a, b]
+
+
+@pytest.fixture(scope="module")
+def orb_ckpt(tmp_path_factory):
+    from orb_models.forcefield import pretrained
+    from orb_models.forcefield.atomic_system import SystemConfig
+
+    paths = {}
+    for variant in ("conservative", "direct"):
+        torch.manual_seed(0)
+        build = getattr(pretrained, f"orb_v3_{variant}_architecture")
+        model = build(**ORB_SMALL, system_config=SystemConfig(radius=6.0, max_num_neighbors=120))
+        path = tmp_path_factory.mktemp("orb") / f"orb-{variant}.ckpt"
+        torch.save(model.state_dict(), path)
+        paths[variant] = path
+    return paths
+
+
+def _adapter(backbone, orb_ckpt, variant="conservative", **options):
+    if backbone == "orb":
+        options["weights"] = str(orb_ckpt[variant])
+    return make_adapter(backbone, options)
+
+
+# -- the wrappers reproduce the libraries --------------------------------------------------
+
+def test_chgnet_wrapper_matches_chgnet_predictions():
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    adapter = make_adapter("chgnet", {})
+    model = adapter.build().eval()
+    cells = _cells()
+    e, f = energy_and_forces(model, collate(adapter.graph_items(cells)))
+    for k, atoms in enumerate(cells):
+        ref = model.model.predict_structure(AseAtomsAdaptor.get_structure(atoms), task="ef")
+        assert float(e[k]) == pytest.approx(float(ref["e"]) * len(atoms), abs=2e-4)
+        sl = slice(sum(len(c) for c in cells[:k]), sum(len(c) for c in cells[:k + 1]))
+        np.testing.assert_allclose(f[sl].detach().numpy(), ref["f"], atol=2e-4)
+
+
+@pytest.mark.parametrize("variant", ["conservative", "direct"])
+def test_orb_checkpoint_loads_through_the_user_path_and_matches_orb(orb_ckpt, variant):
+    from orb_models.forcefield.atomic_system import SystemConfig, ase_atoms_to_atom_graphs
+    from orb_models.forcefield.base import batch_graphs
+
+    adapter = _adapter("orb", orb_ckpt, variant)
+    model = adapter.build().eval()
+    saved = torch.load(orb_ckpt[variant], weights_only=True)
+    for name, tensor in model.model.state_dict().items():
+        torch.testing.assert_close(tensor, saved[name])
+    assert model.direct_forces == (variant == "direct")
+    cells = _cells()
+    e, f = energy_and_forces(model, collate(adapter.graph_items(cells)))
+    # Orb's own featurisation, with its default wrapping into the cell.
+    graphs = [ase_atoms_to_atom_graphs(a, SystemConfig(6.0, 120)) for a in cells]
+    ref = model.model.predict(batch_graphs(graphs))
+    forces_key = "forces" if variant == "direct" else "grad_forces"
+    np.testing.assert_allclose(e.detach().numpy(), ref["energy"].detach().numpy(), atol=2e-4)
+    np.testing.assert_allclose(f.detach().numpy(), ref[forces_key].detach().numpy(), atol=2e-4)
+
+
+# -- strategies start at the pretrained model; samples are potentials ---------------------
+
+@pytest.mark.parametrize("backbone", ["chgnet", "orb"])
+def test_perturbed_model_equals_pretrained_at_init(backbone, orb_ckpt):
+    adapter = _adapter(backbone, orb_ckpt)
+    base = adapter.build().eval()
+    batch = collate(adapter.graph_items(_cells()))
+    e0, f0 = energy_and_forces(base, batch)
+    model = PerturbedModel(base, adapter, noise_dim=32).eval()
+    n_norms = sum(isinstance(m, ConditionalLayerNorm) for m in model.modules())
+    assert n_norms == len(adapter.norm_sites(adapter.build())) > 0
+    for scale in (0.0, 1.0, 100.0):
+        z = torch.randn(batch.n_structures, 32) * scale
+        e, f = energy_and_forces(model, batch, z=z)
+        torch.testing.assert_close(e, e0, atol=1e-5, rtol=0)
+        torch.testing.assert_close(f, f0, atol=1e-5, rtol=0)
+
+
+def _randomise_conditioning(model, scale=0.3):
+    torch.manual_seed(3)
+    for m in model.modules():
+        if isinstance(m, ConditionalLayerNorm):
+            for lin in (m.gamma, m.beta):
+                torch.nn.init.normal_(lin.weight, std=scale)
+
+
+@pytest.mark.parametrize("backbone", ["chgnet", "orb"])
+def test_each_perturbed_sample_is_a_potential(backbone, orb_ckpt):
+    """For fixed z, the sample's forces are minus the finite-difference gradient of its own
+    energy. The backbones run in float32, so the central difference (h = 1e-2 Å) is good to
+    a few per cent; the tolerance is checked to separate z from another noise draw. (In
+    float64 the CHGNet case agrees to 1e-5 at h = 1e-4 Å.)"""
+    adapter = _adapter(backbone, orb_ckpt)
+    model = PerturbedModel(adapter.build(), adapter, noise_dim=8).eval()
+    _randomise_conditioning(model, scale=0.02 if backbone == "chgnet" else 0.3)
+    batch = collate(adapter.graph_items(_cells()[:1]))
+    torch.manual_seed(5)
+    z, other = torch.randn(1, 8), torch.randn(1, 8)
+    _, f = energy_and_forces(model, batch, z=z)
+    _, f_other = energy_and_forces(model, batch, z=other)
+    h, worst, separation = 1e-2, 0.0, 0.0
+    for atom, axis in ((0, 0), (4, 2), (7, 1), (2, 1)):
+        energies = []
+        for sign in (1, -1):
+            moved = batch.positions.clone()
+            moved[atom, axis] += sign * h
+            with torch.no_grad():
+                energies.append(float(model(replace(batch, positions=moved), z=z)))
+        fd = -(energies[0] - energies[1]) / (2 * h)
+        tol = 0.03 + 0.03 * abs(fd)
+        worst = max(worst, abs(float(f[atom, axis]) - fd) / tol)
+        separation = max(separation, abs(float(f_other[atom, axis]) - fd) / tol)
+    assert worst < 1.0, worst
+    assert separation > 3.0, separation  # another sample's forces are far outside the tolerance
+
+
+@pytest.mark.parametrize("backbone", ["chgnet", "orb"])
+def test_replicated_batches_match_single_structures(backbone, orb_ckpt):
+    """Rows of every domain (atoms, bonds, angles) map to the right structure, so each
+    replica of a replicated batch sees its own noise."""
+    adapter = _adapter(backbone, orb_ckpt)
+    model = PerturbedModel(adapter.build(), adapter, noise_dim=8).eval()
+    _randomise_conditioning(model)
+    cells = _cells()
+    items = adapter.graph_items(cells)
+    z = torch.randn(3 * len(cells), 8)
+    e_all, _ = energy_and_forces(model, collate(items).repeat(3), z=z)
+    for copy in range(3):
+        for k, item in enumerate(items):
+            e_one, _ = energy_and_forces(model, collate([item]),
+                                         z=z[copy * len(cells) + k][None])
+            assert float(e_all[copy * len(cells) + k]) == pytest.approx(
+                float(e_one[0]), rel=1e-5, abs=1e-3)  # float32 summation order
+    # ... while the replicas' own noise moves their energies far beyond that tolerance.
+    spread = e_all.reshape(3, len(cells)).std(0) / e_all.reshape(3, len(cells)).abs().mean(0)
+    assert torch.all(spread > 1e-3)
+
+
+@pytest.mark.parametrize("backbone", ["chgnet", "orb"])
+def test_blip_on_foundation_backbone(backbone, orb_ckpt):
+    adapter = _adapter(backbone, orb_ckpt)
+    base = adapter.build().eval()
+    model = BLIPModel(base, adapter, hidden=8, init_log_alpha=-2.0).eval()
+    batch = collate(adapter.graph_items(_cells()))
+    e1, f1 = energy_and_forces(model, batch)
+    kl = float(model.last_kl)
+    e2, f2 = energy_and_forces(model, batch)
+    assert np.isfinite(kl) and kl > 0
+    assert not torch.allclose(f1, f2)
+    e0, f0 = energy_and_forces(model, batch, stochastic=False)
+    eb, fb = energy_and_forces(base, batch)
+    torch.testing.assert_close(f0, fb)
+
+
+@pytest.mark.parametrize("backbone", ["chgnet", "orb"])
+def test_dropout_and_ensemble_member_hooks(backbone, orb_ckpt):
+    adapter = _adapter(backbone, orb_ckpt, dropout=0.2)
+    model = adapter.build()
+    layers = adapter.dropout_layers(model)
+    assert layers and all(layer.p == 0.2 for layer in layers)
+    plain = _adapter(backbone, orb_ckpt).build()
+    before = {k: v.clone() for k, v in plain.state_dict().items()}
+    torch.manual_seed(1)
+    adapter.prepare_member(plain, 1)
+    changed = [k for k, v in plain.state_dict().items() if not torch.equal(v, before[k])]
+    assert 1 <= len(changed) <= 2  # the last readout layer (weight, bias) only
+
+
+# -- methods end to end, user paths and errors --------------------------------------------
+
+@pytest.mark.parametrize("key", ["p-chgnet", "blip-chgnet", "ensemble-chgnet",
+                                 "mcdropout-chgnet"])
+def test_chgnet_methods_fit_and_predict(key):
+    train = _cells(bks_labels=True)
+    method = uqbench.create_method(key)
+    budget = dict(max_epochs=1, finetune_epochs=1, batch_size=2, n_samples=3, n_members=2,
+                  device="cpu")
+    method.set_params(**{k: v for k, v in budget.items() if k in method.get_params()})
+    method.fit(train, train)
+    pred = method.predict_distribution(train)
+    assert pred.forces_samples.shape[1:] == (sum(len(a) for a in train), 3)
+    assert np.all(np.isfinite(pred.energy_samples))
+    # The energy offset brings the pretrained model onto the BKS energy scale.
+    err = np.abs(pred.energy_mean - [a.info["energy"] for a in train]) / [len(a) for a in train]
+    assert err.max() < 1.0
+
+
+def test_orb_quick_run_with_weights_and_offline_message(orb_ckpt, tmp_path, monkeypatch,
+                                                        capsys):
+    out = tmp_path / "results"
+    assert main(["run", "--method", "p-orb", "--dataset", "silica-bks-small", "--quick",
+                 "--weights", str(orb_ckpt["conservative"]), "-p", "n_samples=2",
+                 "--out", str(out)]) == 0
+    (record,) = out.glob("silica-bks-small/p-orb/*.json")
+    import json
+
+    rec = json.loads(record.read_text())
+    assert rec["method"]["hyperparameters"]["backbone_options"]["weights"] == str(
+        orb_ckpt["conservative"].resolve())
+
+    from orb_models.forcefield import pretrained
+
+    def offline(**kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setitem(pretrained.ORB_PRETRAINED_MODELS, "orb-v3-conservative-inf-omat",
+                        offline)
+    capsys.readouterr()
+    assert main(["run", "--method", "p-orb", "--dataset", "silica-bks-small", "--quick",
+                 "--out", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--weights PATH" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "none").exists() or not any((tmp_path / "none").rglob("*.json"))
+
+
+def test_bad_weights_and_wrong_backbone_are_one_line_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.ckpt"
+    torch.save({"something": torch.zeros(2)}, bad)
+    with pytest.raises(UQBenchError, match="not an orb-v3 checkpoint"):
+        make_adapter("orb", {"weights": str(bad)}).build()
+    assert main(["run", "--method", "p-egnn", "--dataset", "silica-bks-small", "--quick",
+                 "--weights", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert "pretrained backbones" in capsys.readouterr().err
+    with pytest.raises(UQBenchError, match="float32"):
+        make_adapter("chgnet", {}).check_dtype(torch.float64)
