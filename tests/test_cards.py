@@ -30,11 +30,10 @@ def test_method_cards_valid_and_match_code():
         assert card["quick"] == method.quick_params, key
         assert entries("method")[key].target == card["implementation"]
         if "backbone_defaults" in card:
-            import inspect
+            from uqbench.backbones.adapter import ADAPTERS, make_adapter
 
-            from uqbench.backbones.egnn import EGNN
-
-            defaults = {n: p.default for n, p in inspect.signature(EGNN).parameters.items()}
+            assert card["backbone"] in ADAPTERS, key
+            defaults = type(make_adapter(card["backbone"], {})).defaults()
             for name, value in card["backbone_defaults"].items():
                 assert defaults[name] == value, (key, name)
 

@@ -44,6 +44,11 @@ class BackboneAdapter:
     def __init__(self, options: dict[str, Any]) -> None:
         self.options = dict(options)
 
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """The backbone options and their defaults (what a method card lists)."""
+        return {}
+
     def build(self) -> nn.Module:
         raise NotImplementedError
 
@@ -101,6 +106,14 @@ def force_rms(items: list[dict[str, np.ndarray]], e_per_atom: np.ndarray) -> flo
 
 class EGNNAdapter(BackboneAdapter):
     name = "egnn"
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        import inspect
+
+        from uqbench.backbones.egnn import EGNN
+
+        return {n: p.default for n, p in inspect.signature(EGNN).parameters.items()}
 
     def build(self) -> nn.Module:
         from uqbench.backbones.egnn import EGNN

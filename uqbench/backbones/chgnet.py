@@ -63,6 +63,10 @@ class CHGNetAdapter(FoundationAdapter):
 
     name = "chgnet"
 
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return {"model": DEFAULT_MODEL, "weights": None, "dropout": 0.0}
+
     def __init__(self, options: dict[str, Any]) -> None:
         super().__init__(options)
         self._pretrained: nn.Module | None = None

@@ -108,6 +108,10 @@ class OrbAdapter(FoundationAdapter):
 
     name = "orb"
 
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return {"model": DEFAULT_MODEL, "weights": None, "max_neighbors": None, "dropout": 0.0}
+
     def __init__(self, options: dict[str, Any]) -> None:
         super().__init__(options)
         self._pretrained: nn.Module | None = None
