@@ -66,3 +66,16 @@ def test_cli_sweep_validates_before_running(tmp_path):
     path.write_text("methods: [nope]\ndatasets: [nbody]\n")
     assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 2
     assert not list((tmp_path / "out").rglob("*.json"))
+
+
+def test_profiles_overlay_the_sweep_file(tmp_path, capsys):
+    path = tmp_path / "s.yaml"
+    path.write_text(SPEC + "profiles:\n  big:\n    train_sizes: [40]\n    params: []\n")
+    base = expand(load_sweep(path), tmp_path / "out")
+    big = expand(load_sweep(path, "big"), tmp_path / "out")
+    assert {c.train_size for c in base} == {12, 16}
+    assert {c.train_size for c in big} == {40} and all(c.params == {} for c in big)
+    with pytest.raises(UQBenchError, match="no profile 'small'; it has big"):
+        load_sweep(path, "small")
+    assert main(["sweep", str(path), "--profile", "small", "--out", str(tmp_path / "o")]) == 2
+    assert "no profile" in capsys.readouterr().err

@@ -97,8 +97,10 @@ def run(method, dataset, train_size, seed, device, n_samples, out, quick, params
               help="Worker processes of the local Dask cluster (default: one per core, "
                    "at most one per run).")
 @click.option("--serial", is_flag=True, help="Run in this process, without Dask.")
+@click.option("--profile", default=None, metavar="NAME",
+              help="Overlay the sweep file's profile NAME (e.g. gpu: the full-size runs).")
 def sweep(sweep_file: Path, out: Path, scheduler: str | None, workers: int | None,
-          serial: bool) -> None:
+          serial: bool, profile: str | None) -> None:
     """Run every configuration of SWEEP_FILE (YAML) not yet recorded in --out.
 
     Resumable: recorded runs are skipped; a failed run leaves a .failed file and the sweep
@@ -109,7 +111,7 @@ def sweep(sweep_file: Path, out: Path, scheduler: str | None, workers: int | Non
     from uqbench.runner import prepare
     from uqbench.sweep import expand, load_sweep, run_sweep, run_sweep_dask
 
-    spec = load_sweep(sweep_file)
+    spec = load_sweep(sweep_file, profile)
     configs = expand(spec, out)
     check_writable(out)
     for cfg in configs:  # validate every configuration before running any

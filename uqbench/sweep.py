@@ -11,6 +11,11 @@ A sweep file (YAML) names the grid and hyperparameter rules applied in order:
       - when: {train_size: 100}   # runs matching every key given
         set: {max_epochs: 300}
 
+    profiles:                     # optional: named overlays of the keys above,
+      gpu:                        # chosen with `uqbench sweep FILE --profile gpu`
+        datasets: [silica-bks]
+        params: []
+
     cluster:                      # optional: an HPC cluster through dask-jobqueue
       type: slurm                 # slurm, pbs, sge, lsf, htcondor, ...
       jobs: 4                     # how many batch jobs to start
@@ -42,10 +47,11 @@ from uqbench.results import write_json_atomic
 from uqbench.runner import RunConfig, planned_path, run
 
 GRID_KEYS = ("methods", "datasets", "train_sizes", "seeds")
-OPTIONAL_KEYS = ("params", "quick", "n_samples", "device", "cluster")
+OPTIONAL_KEYS = ("params", "quick", "n_samples", "device", "cluster", "profiles")
 
 
-def load_sweep(path: Path) -> dict[str, Any]:
+def load_sweep(path: Path, profile: str | None = None) -> dict[str, Any]:
+    """The sweep file as a mapping; ``profile`` overlays one entry of its ``profiles``."""
     try:
         spec = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -55,6 +61,17 @@ def load_sweep(path: Path) -> dict[str, Any]:
     unknown = set(spec) - set(GRID_KEYS) - set(OPTIONAL_KEYS)
     if unknown:
         raise UQBenchError(f"sweep file: unknown key(s) {', '.join(sorted(unknown))}")
+    if profile is not None:
+        profiles = spec.get("profiles") or {}
+        if profile not in profiles:
+            raise UQBenchError(f"sweep file: no profile {profile!r}; it has "
+                               f"{', '.join(profiles) or 'none'}")
+        overlay = profiles[profile] or {}
+        bad = set(overlay) - set(GRID_KEYS) - set(OPTIONAL_KEYS) | ({"profiles"} & set(overlay))
+        if bad:
+            raise UQBenchError(f"sweep file: profile {profile!r} sets unknown key(s) "
+                               f"{', '.join(sorted(bad))}")
+        spec = {**spec, **overlay}
     for key in ("methods", "datasets"):
         if not spec.get(key):
             raise UQBenchError(f"sweep file: {key!r} must list at least one entry")
