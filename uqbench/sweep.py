@@ -83,11 +83,12 @@ def load_sweep(path: Path, profile: str | None = None) -> dict[str, Any]:
 
 
 def expand(spec: dict[str, Any], out: Path) -> list[RunConfig]:
-    """Every run configuration of the grid, in a fixed order."""
+    """Every run configuration of the grid, in a fixed order: seeds outermost, so a sweep
+    cut short has every method and size at the first seeds rather than some at all seeds."""
     configs = []
-    grid = itertools.product(spec["datasets"], spec.get("train_sizes") or [None],
-                             spec["methods"], spec.get("seeds") or [0])
-    for dataset, size, method, seed in grid:
+    grid = itertools.product(spec.get("seeds") or [0], spec["datasets"],
+                             spec.get("train_sizes") or [None], spec["methods"])
+    for seed, dataset, size, method in grid:
         facts = {"method": method, "dataset": dataset, "train_size": size, "seed": seed}
         params: dict[str, Any] = {}
         for rule in spec.get("params") or []:
