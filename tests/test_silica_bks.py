@@ -133,9 +133,10 @@ def test_splits_labels_and_hot_distances(tiny_silica):
 
 
 def test_silica_is_deterministic(tiny_silica, tmp_path, monkeypatch):
+    """Regenerated without the cache, serially (the fixture ran one process per core)."""
     monkeypatch.setenv("UQBENCH_CACHE", str(tmp_path))
     again = uqbench.load_dataset("silica-bks", train_size=10, val_size=10, test_size=10,
-                                 ood_size=10, melt_steps=100, quench_steps=200)
+                                 ood_size=10, melt_steps=100, quench_steps=200, n_jobs=1)
     for split in ("train", "ood-hot"):
         for a, b in zip(tiny_silica.splits[split], again.splits[split], strict=True):
             np.testing.assert_allclose(a.positions, b.positions, atol=1e-10)
@@ -152,3 +153,14 @@ def test_every_egnn_method_runs_on_silica(tiny_silica):
         assert method.backbone_options_["cutoff"] == 5.0
         pred = method.predict_distribution(tiny_silica.splits["ood-hot"][:3])
         assert np.isfinite(pred.forces_samples).all()
+
+
+def test_silica_bks_small_cells():
+    data = uqbench.load_dataset("silica-bks-small", train_size=30, val_size=10, test_size=10,
+                                ood_size=10, melt_steps=50, quench_steps=100)
+    assert data.key == "silica-bks-small"
+    assert sorted({len(a) for a in data.splits["train"]}) == [9, 12, 18]
+    assert {len(a) for a in data.splits["ood-defect"]} <= {6, 15}
+    assert {len(a) for a in data.splits["ood-hot"]} == {18}
+    for atoms in data.splits["ood-defect"]:
+        assert (atoms.numbers == 14).sum() * 2 == (atoms.numbers == 8).sum()

@@ -17,6 +17,11 @@ amorphous 18 atoms), for backbones too costly on a CPU at 48-72 atoms (CHGNet, O
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
 import numpy as np
 from ase import Atoms, units
 from ase.build import make_supercell
@@ -144,6 +149,33 @@ def trajectory(seed: int, pool: str, k: int, glasses: dict[str, Atoms],
     return frames[:FRAMES]
 
 
+@contextlib.contextmanager
+def _pool(n_jobs: int | None):
+    """``run(fn, argument tuples, bar)`` -> results in order, on a process pool when more
+    than one job is asked for and this process may have children (a Dask worker may not)."""
+    n_jobs = n_jobs or os.cpu_count() or 1
+    if n_jobs <= 1 or multiprocessing.current_process().daemon:
+        def serial(fn, args, bar):
+            out = []
+            for a in args:
+                out.append(fn(*a))
+                bar.update(1)
+            return out
+
+        yield serial
+        return
+    # spawn, not fork: the parent may hold torch's thread pools.
+    with ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
+        def parallel(fn, args, bar):
+            futures = [ex.submit(fn, *a) for a in args]
+            for f in as_completed(futures):
+                f.result()
+                bar.update(1)
+            return [f.result() for f in futures]
+
+        yield parallel
+
+
 def load_silica_bks(
     train_size: int | None = None,
     val_size: int | None = None,
@@ -155,12 +187,15 @@ def load_silica_bks(
     quick: bool = False,
     use_cache: bool = True,
     cells: str = "default",
+    n_jobs: int | None = None,
 ) -> Dataset:
     """BKS silica: ID ``train``/``val``/``test`` (quartz, cristobalite, amorphous at
     300-1500 K); OOD ``ood-hot`` (3500 K liquid), ``ood-dense`` (80 % volume),
     ``ood-defect`` (a SiO2 unit missing). Training size defaults to 300 (60 with
     ``quick``, which also shrinks the other splits and the melt-quench). ``cells="small"``
-    uses 9-18-atom cells (see `load_silica_bks_small`)."""
+    uses 9-18-atom cells (see `load_silica_bks_small`). Trajectories run in ``n_jobs``
+    processes (default: one per core); each is seeded on its own, so the data do not depend
+    on ``n_jobs``."""
     if cells not in ("default", "small"):
         raise UQBenchError(f"silica-bks: cells must be 'default' or 'small'; got {cells!r}")
     small = cells == "small"
@@ -187,20 +222,17 @@ def load_silica_bks(
     def sample_all() -> dict[str, list[Atoms]]:
         n_traj = {pool: -(-size // FRAMES) for pool, size in sizes.items()}
         with tqdm(total=sum(n_traj.values()) + 2, desc=f"{name}: MD", unit="trajectory",
-                  disable=None) as bar:
-            glasses = {}
-            for which, stream in (("train", 100), ("test", 101)):
-                glasses[which] = melt_quench(np.random.SeedSequence([seed, stream]), melt,
-                                             quench, small)
-                bar.update(1)
-            splits = {}
-            for pool, size in sizes.items():
-                frames: list[Atoms] = []
-                for k in range(n_traj[pool]):
-                    frames += trajectory(seed, pool, k, glasses, small)
-                    bar.update(1)
-                splits[pool] = frames[:size]
-        return splits
+                  disable=None) as bar, _pool(n_jobs) as run:
+            glasses = dict(zip(("train", "test"), run(
+                melt_quench, [(np.random.SeedSequence([seed, stream]), melt, quench, small)
+                              for stream in (100, 101)], bar), strict=True))
+            jobs = [(pool, k) for pool in sizes for k in range(n_traj[pool])]
+            results = run(trajectory, [(seed, pool, k, glasses, small) for pool, k in jobs],
+                          bar)
+            splits: dict[str, list[Atoms]] = {pool: [] for pool in sizes}
+            for (pool, _), frames in zip(jobs, results, strict=True):
+                splits[pool] += frames
+        return {pool: frames[:sizes[pool]] for pool, frames in splits.items()}
 
     splits = cached_splits(path, use_cache, sample_all)
     return Dataset(name, splits, options=options,
@@ -221,6 +253,7 @@ def load_silica_bks_small(
     quench_steps: int | None = None,
     quick: bool = False,
     use_cache: bool = True,
+    n_jobs: int | None = None,
 ) -> Dataset:
     """``silica-bks`` on small cells (quartz 9, cristobalite 12, amorphous 18 atoms; OOD
     defects 6 and 15): the same splits and protocol at a cost CPU-bound foundation backbones
@@ -232,7 +265,7 @@ def load_silica_bks_small(
     return load_silica_bks(train_size=train_size, val_size=val_size, test_size=test_size,
                            ood_size=ood_size, seed=seed, melt_steps=melt_steps,
                            quench_steps=quench_steps, quick=quick, use_cache=use_cache,
-                           cells="small")
+                           cells="small", n_jobs=n_jobs)
 
 
 load_silica_bks_small.summary = ("silica-bks on 9-18-atom cells (offline), for CPU-bound "
