@@ -267,3 +267,20 @@ def test_bad_weights_and_wrong_backbone_are_one_line_errors(tmp_path, capsys):
     assert "pretrained backbones" in capsys.readouterr().err
     with pytest.raises(UQBenchError, match="float32"):
         make_adapter("chgnet", {}).check_dtype(torch.float64)
+
+
+def test_orb_method_saves_loads_and_runs_in_float64(orb_ckpt, tmp_path):
+    train = _cells(bks_labels=True)
+    method = uqbench.create_method("p-orb", finetune_epochs=1, batch_size=2, n_samples=3,
+                                   device="cpu", dtype="float64",
+                                   backbone_options={"weights": str(orb_ckpt["conservative"])})
+    method.fit(train, train)
+    assert next(method.models_[0].parameters()).dtype == torch.float64
+    method.save(tmp_path / "m")
+    again = type(method).load(tmp_path / "m")
+    batch = collate(method._adapter.graph_items(train), torch.float64)
+    e1, f1 = energy_and_forces(method.models_[0], batch)
+    e2, f2 = energy_and_forces(again.models_[0], batch)
+    torch.testing.assert_close(e1, e2)
+    torch.testing.assert_close(f1, f2)
+    assert np.isfinite(again.predict_distribution(train).forces_samples).all()

@@ -45,7 +45,7 @@ class GraphBatch:
             if t is None:
                 return None
             if isinstance(t, list):
-                return [x.to(device) if hasattr(x, "to") else x for x in t]
+                return [_move_extra(x, device, dtype) for x in t]
             if dtype is not None and t.is_floating_point():
                 return t.to(device=device, dtype=dtype)
             return t.to(device)
@@ -71,6 +71,18 @@ class GraphBatch:
             energy=tile(self.energy), forces=tile(self.forces),
             extras=None if self.extras is None else self.extras * copies,
         )
+
+
+def _move_extra(extra, device, dtype):
+    """A backbone's own per-structure graph, moved (and cast, where it can be)."""
+    if not hasattr(extra, "to"):
+        return extra
+    if dtype is not None:
+        try:
+            return extra.to(device, dtype)
+        except TypeError:  # e.g. CHGNet's CrystalGraph.to takes a device only
+            pass
+    return extra.to(device)
 
 
 def graph_item(atoms: Atoms, cutoff: float | None) -> dict[str, np.ndarray]:
