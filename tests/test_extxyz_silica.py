@@ -56,6 +56,8 @@ def test_silica_from_local_file(tmp_path):
     assert sizes["train"] + sizes["val"] + sizes["test"] == 24  # 'other' is left out
     a = data.splits["train"][0]
     assert "energy" in a.info and a.arrays["forces"].shape == (6, 3) and a.calc is None
+    assert a.info["stress"].shape == (3, 3)  # the stress label, for the losses' stress term
+    assert all("stress" not in c.info for c in data.splits["ood-cluster"])
 
 
 def test_run_on_local_silica_file(tmp_path):

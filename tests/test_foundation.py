@@ -102,6 +102,92 @@ def test_orb_checkpoint_loads_through_the_user_path_and_matches_orb(orb_ckpt, va
     np.testing.assert_allclose(f.detach().numpy(), ref[forces_key].detach().numpy(), atol=2e-4)
 
 
+def test_chgnet_stress_matches_chgnet():
+    from ase import units
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    adapter = make_adapter("chgnet", {})
+    model = adapter.build().eval()
+    cells = _cells()
+    _, _, s = energy_and_forces(model, collate(adapter.graph_items(cells)), with_stress=True)
+    for k, atoms in enumerate(cells):
+        ref = model.model.predict_structure(AseAtomsAdaptor.get_structure(atoms), task="efs")
+        # CHGNet reports GPa with ASE's sign; uqbench eV/Å^3.
+        np.testing.assert_allclose(s[k].detach().numpy() / units.GPa, ref["s"], atol=2e-3)
+        assert np.abs(ref["s"]).max() > 1.0
+
+
+@pytest.mark.parametrize("variant", ["conservative", "direct"])
+def test_orb_stress_matches_orb(orb_ckpt, variant):
+    """Conservative: the strain derivative equals Orb's own grad_stress; direct: the
+    stress head's output, in uqbench's 3 x 3 layout."""
+    from orb_models.forcefield.atomic_system import SystemConfig, ase_atoms_to_atom_graphs
+    from orb_models.forcefield.base import batch_graphs
+
+    adapter = _adapter("orb", orb_ckpt, variant)
+    model = adapter.build().eval()
+    cells = _cells()
+    _, _, s = energy_and_forces(model, collate(adapter.graph_items(cells)), with_stress=True)
+    graphs = [ase_atoms_to_atom_graphs(a, SystemConfig(6.0, 120)) for a in cells]
+    ref = model.model.predict(batch_graphs(graphs))
+    ref = ref["stress" if variant == "direct" else "grad_stress"].detach().numpy()
+    voigt = s.detach().numpy()[:, [0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+    np.testing.assert_allclose(voigt, ref, atol=1e-5)
+    np.testing.assert_allclose(s.detach().numpy(), s.detach().numpy().transpose(0, 2, 1))
+    assert np.abs(ref).max() > 1e-3
+
+
+def test_each_perturbed_sample_has_its_own_stress(orb_ckpt):
+    """For fixed z the sample's stress is the finite-strain derivative of its own energy
+    (Orb in float64); another noise draw's stress is not."""
+    adapter = _adapter("orb", orb_ckpt)
+    model = PerturbedModel(adapter.build(), adapter, noise_dim=8).double().eval()
+    _randomise_conditioning(model)
+    model.double()
+    atoms = _cells()[0]
+    batch = collate(adapter.graph_items([atoms]), torch.float64)
+    torch.manual_seed(5)
+    z, other = torch.randn(1, 8, dtype=torch.float64), torch.randn(1, 8, dtype=torch.float64)
+    _, _, s = energy_and_forces(model, batch, with_stress=True, z=z)
+    _, _, s_other = energy_and_forces(model, batch, with_stress=True, z=other)
+    h, num = 1e-5, np.zeros((3, 3))
+    for i in range(3):
+        for j in range(3):
+            eps = np.zeros((3, 3))
+            eps[i, j] = eps[j, i] = h if i == j else h / 2
+            e = []
+            for sign in (1, -1):
+                b = atoms.copy()
+                b.set_cell(atoms.cell.array @ (np.eye(3) + sign * eps), scale_atoms=True)
+                with torch.no_grad():
+                    e.append(float(model(collate(adapter.graph_items([b]), torch.float64),
+                                         z=z)))
+            num[i, j] = (e[0] - e[1]) / (2 * h) / atoms.get_volume()
+    np.testing.assert_allclose(s[0].detach().numpy(), num, rtol=1e-5, atol=1e-9)
+    assert np.abs(s_other[0].detach().numpy() - num).max() > 100 * np.abs(
+        s[0].detach().numpy() - num).max()
+
+
+def test_chgnet_finetunes_on_stress():
+    """With stress labels (BKS), P-CHGNet's CRPS loss carries the stress term."""
+    from uqbench.dataset import full_stress
+    from uqbench.datasets.bks import BKSCalculator
+
+    cells = _cells(bks_labels=True)
+    for atoms in cells:
+        atoms.calc = BKSCalculator()
+        atoms.info["stress"] = full_stress(atoms.get_stress())
+        atoms.calc = None
+    fits = {}
+    for weight in (0.0, 1.0):
+        method = uqbench.create_method("p-chgnet", finetune_epochs=1, batch_size=2,
+                                       train_samples=2, n_samples=2, device="cpu",
+                                       stress_weight=weight)
+        method.fit(cells, cells)
+        fits[weight] = method.history_[0]["finetune"]["train_loss"][0]
+    assert fits[1.0] > fits[0.0]  # the same noise and weights, plus a positive stress term
+
+
 # -- strategies start at the pretrained model; samples are potentials ---------------------
 
 @pytest.mark.parametrize("backbone", ["chgnet", "orb"])

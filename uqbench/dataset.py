@@ -16,10 +16,11 @@ ID_SPLITS = ("train", "val", "test")
 class Dataset:
     """A benchmark dataset: ``splits`` maps split name to a list of labelled ``Atoms``.
 
-    Labels follow one convention: ``atoms.info["energy"]`` (eV) and
-    ``atoms.arrays["forces"]`` (eV/Å); `normalise_labels` converts the ASE
-    ``SinglePointCalculator`` convention into it. ID splits are ``train``, ``val``, ``test``;
-    out-of-distribution splits are named ``ood-*``.
+    Labels follow one convention: ``atoms.info["energy"]`` (eV),
+    ``atoms.arrays["forces"]`` (eV/Å) and, where the data has it, ``atoms.info["stress"]``
+    (3 x 3, eV/Å^3, ASE's sign); `normalise_labels` converts the ASE
+    ``SinglePointCalculator`` convention (and GAP's ``virial``) into it. ID splits are
+    ``train``, ``val``, ``test``; out-of-distribution splits are named ``ood-*``.
     """
 
     key: str
@@ -45,15 +46,35 @@ class Dataset:
 
 
 def normalise_labels(atoms: Atoms) -> Atoms:
-    """Move energy and forces from a calculator (if any) into ``info`` / ``arrays``."""
+    """Move energy, forces and stress from a calculator (if any) into ``info`` / ``arrays``;
+    a GAP-style ``virial`` (eV) becomes ``info["stress"]`` = -virial / V."""
     calc = atoms.calc
     if calc is not None and getattr(calc, "results", None):
         if "energy" in calc.results and "energy" not in atoms.info:
             atoms.info["energy"] = float(calc.results["energy"])
         if "forces" in calc.results and "forces" not in atoms.arrays:
             atoms.arrays["forces"] = np.asarray(calc.results["forces"], dtype=np.float64)
+        if "stress" in calc.results and "stress" not in atoms.info:
+            atoms.info["stress"] = calc.results["stress"]
         atoms.calc = None
+    if "stress" not in atoms.info:
+        virial = atoms.info.get("virial", atoms.info.get("virials"))
+        if virial is not None and atoms.pbc.all():
+            atoms.info["stress"] = -np.reshape(virial, (3, 3)) / atoms.get_volume()
+    if "stress" in atoms.info:
+        atoms.info["stress"] = full_stress(atoms.info["stress"])
     return atoms
+
+
+def full_stress(stress) -> np.ndarray:
+    """A 3 x 3 stress from ASE's Voigt order (xx, yy, zz, yz, xz, xy), 9 values or 3 x 3."""
+    s = np.asarray(stress, dtype=np.float64)
+    if s.shape == (6,):
+        xx, yy, zz, yz, xz, xy = s
+        return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+    if s.size == 9:
+        return s.reshape(3, 3)
+    raise UQBenchError(f"a stress label has {s.size} values; expected 6 (Voigt) or 9")
 
 
 def energies(structures: list[Atoms]) -> np.ndarray:

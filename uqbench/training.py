@@ -27,13 +27,43 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def mse_loss(model: nn.Module, batch: GraphBatch, force_weight: float) -> torch.Tensor:
-    """Per-atom energy MSE + force_weight x force-component MSE, in the model's scale units."""
-    energy, forces = energy_and_forces(model, batch, create_graph=model.training)
+def mse_loss(model: nn.Module, batch: GraphBatch, force_weight: float,
+             stress_weight: float = 0.0) -> torch.Tensor:
+    """Per-atom energy MSE + force_weight x force-component MSE (+ stress_weight x MSE of
+    the stress components where the batch has stress labels), in the model's scale units."""
+    stress = uses_stress(batch, stress_weight)
+    out = energy_and_forces(model, batch, create_graph=model.training, with_stress=stress)
+    energy, forces = out[0], out[1]
     scale = model.energy_scale
     e_err = (energy - batch.energy) / batch.n_atoms / scale
     f_err = (forces - batch.forces) / scale
-    return (e_err**2).mean() + force_weight * (f_err**2).mean()
+    loss = (e_err**2).mean() + force_weight * (f_err**2).mean()
+    if stress:
+        pred, true = stress_components(out[2], batch, scale)
+        loss = loss + stress_weight * ((pred - true) ** 2).mean()
+    return loss
+
+
+def uses_stress(batch: GraphBatch, stress_weight: float) -> bool:
+    """Whether a loss on ``batch`` has a stress term (a weight, and a label in the batch)."""
+    return bool(stress_weight) and batch.stress is not None and bool(
+        torch.isfinite(batch.stress).all(-1).all(-1).any())
+
+
+VOIGT = ([0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1])
+
+
+def stress_components(stress: torch.Tensor, batch: GraphBatch, scale: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted [..., m, 6] and labelled [m, 6] stress of the m structures with a label, in
+    Voigt order and in the loss unit of energies: stress x volume per atom / scale (eV/atom
+    over the force RMS, like the energy term). ``stress`` is [..., n_structures, 3, 3]."""
+    labelled = torch.isfinite(batch.stress).all(-1).all(-1)
+    per_atom = torch.linalg.det(batch.cell).abs() / batch.n_atoms / scale
+    factor = per_atom[labelled][:, None]
+    pred = stress[..., labelled, :, :][..., VOIGT[0], VOIGT[1]] * factor
+    true = batch.stress[labelled][:, VOIGT[0], VOIGT[1]] * factor
+    return pred, true
 
 
 def batches(items: list[dict], batch_size: int, device: torch.device, dtype: torch.dtype,

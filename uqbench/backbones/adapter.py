@@ -173,13 +173,40 @@ def make_adapter(name: str, options: dict[str, Any]) -> BackboneAdapter:
     return getattr(importlib.import_module(module), cls)(options)
 
 
-def energy_and_forces(model: nn.Module, batch, create_graph: bool = False, **model_kwargs):
+def energy_and_forces(model: nn.Module, batch, create_graph: bool = False,
+                      with_stress: bool = False, **model_kwargs):
     """Energies [n_structures] and forces [n_atoms, 3]: -dE/dx for a conservative model,
-    the force head's output for one with ``direct_forces``."""
+    the force head's output for one with ``direct_forces``. With ``with_stress`` also the
+    stress [n_structures, 3, 3] (eV/Å^3, ASE's sign): (1/V) dE/d(strain) by autograd through
+    a homogeneous strain of positions, cell and periodic offsets (a direct model's head)."""
     if getattr(model, "direct_forces", False):
-        return model(batch, with_forces=True, **model_kwargs)
+        return model(batch, with_forces=True, with_stress=with_stress, **model_kwargs)
     with torch.enable_grad():
         positions = batch.positions.detach().requires_grad_(True)
+        if with_stress:
+            strain = torch.zeros(batch.n_structures, 3, 3, dtype=positions.dtype,
+                                 device=positions.device, requires_grad=True)
+            energy = model(strained(batch, positions, strain), **model_kwargs)
+            f_grad, s_grad = torch.autograd.grad(energy.sum(), [positions, strain],
+                                                 create_graph=create_graph)
+            volume = torch.linalg.det(batch.cell).abs()
+            return energy, -f_grad, s_grad / volume[:, None, None]
         energy = model(replace(batch, positions=positions), **model_kwargs)
         (grad,) = torch.autograd.grad(energy.sum(), positions, create_graph=create_graph)
     return energy, -grad
+
+
+def strained(batch, positions: torch.Tensor, strain: torch.Tensor):
+    """``batch`` under the symmetric strain (strain + strain^T) / 2 of each structure:
+    x -> x (1 + e), cell -> cell (1 + e), offsets -> offsets (1 + e)."""
+    if batch.cell is None:
+        raise ValueError("stress needs periodic cells")
+    sym = 0.5 * (strain + strain.transpose(1, 2))
+    eye = torch.eye(3, dtype=sym.dtype, device=sym.device)
+    deform = eye + sym
+    return replace(
+        batch,
+        positions=torch.einsum("ai,aij->aj", positions, deform[batch.structure]),
+        cell=batch.cell @ deform,
+        shift=torch.einsum("ei,eij->ej", batch.shift, deform[batch.structure[batch.dst]]),
+    )

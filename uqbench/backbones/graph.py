@@ -9,6 +9,7 @@ import torch
 from ase import Atoms
 from ase.neighborlist import neighbor_list
 
+from uqbench.dataset import full_stress
 from uqbench.neighbours import periodic_pairs
 
 
@@ -34,6 +35,7 @@ class GraphBatch:
     unit_shift: torch.Tensor | None = None  # [n_edges, 3]
     energy: torch.Tensor | None = None  # [n_structures]
     forces: torch.Tensor | None = None  # [n_atoms, 3]
+    stress: torch.Tensor | None = None  # [n_structures, 3, 3], NaN where a structure has none
     extras: list | None = None  # one object per structure, or None
 
     @property
@@ -68,7 +70,7 @@ class GraphBatch:
             src=tile(self.src) + node_off, dst=tile(self.dst) + node_off,
             shift=tile(self.shift), n_atoms=tile(self.n_atoms),
             cell=tile(self.cell), unit_shift=tile(self.unit_shift),
-            energy=tile(self.energy), forces=tile(self.forces),
+            energy=tile(self.energy), forces=tile(self.forces), stress=tile(self.stress),
             extras=None if self.extras is None else self.extras * copies,
         )
 
@@ -120,6 +122,8 @@ def graph_item_from_edges(atoms: Atoms, src: np.ndarray, dst: np.ndarray,
         item["energy"] = np.array([float(atoms.info["energy"])])
     if "forces" in atoms.arrays:
         item["forces"] = np.asarray(atoms.arrays["forces"], dtype=np.float64)
+    if "stress" in atoms.info and atoms.pbc.all():
+        item["stress"] = full_stress(atoms.info["stress"])[None]
     return item
 
 
@@ -130,6 +134,8 @@ def collate(items: list[dict[str, np.ndarray]], dtype: torch.dtype = torch.float
     f = lambda a: torch.as_tensor(a, dtype=dtype)  # noqa: E731
     i = lambda a: torch.as_tensor(a, dtype=torch.long)  # noqa: E731
     labelled = all("energy" in it and "forces" in it for it in items)
+    stressed = labelled and any("stress" in it for it in items)
+    nan = np.full((1, 3, 3), np.nan)
     return GraphBatch(
         positions=f(cat("positions")), numbers=i(cat("numbers")), charges=f(cat("charges")),
         structure=i(np.repeat(np.arange(len(items)), counts)),
@@ -139,5 +145,6 @@ def collate(items: list[dict[str, np.ndarray]], dtype: torch.dtype = torch.float
         cell=f(cat("cell")), unit_shift=f(cat("unit_shift")),
         energy=f(cat("energy")) if labelled else None,
         forces=f(cat("forces")) if labelled else None,
+        stress=f(np.concatenate([it.get("stress", nan) for it in items])) if stressed else None,
         extras=[it["extra"] for it in items] if "extra" in items[0] else None,
     )

@@ -6,8 +6,9 @@ orb-models saves it), whose architecture is read off its tensor shapes and loade
 orb-models' ``load_model``. Graphs are Orb's own (k nearest neighbours within 6 Å); the
 batch carries them as its edges (``src`` = receiver, ``dst`` = sender) and each structure's
 ``AtomGraphs`` in ``extras``, and the edge vectors are recomputed from the batch positions
-so that forces of the conservative variant are -dE/dx by autograd. The direct variant
-predicts forces with a head (they are not -grad E).
+so that forces of the conservative variant are -dE/dx (and its stress the strain
+derivative) by autograd. The direct variant predicts forces and stress with heads (they are
+not derivatives of E).
 """
 
 from __future__ import annotations
@@ -55,27 +56,34 @@ class OrbBackbone(FoundationBackbone):
         return graph
 
     def raw_energy(self, batch) -> torch.Tensor:
-        return self._outputs(batch)[0]
+        return self._outputs(batch)["energy"]
 
-    def _outputs(self, batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _outputs(self, batch) -> dict[str, torch.Tensor]:
         reg = self.model
         graph = self._graph(batch)
         if self.direct_forces:
-            out = reg.predict(graph)  # heads denormalised, pair repulsion added
-            return out["energy"], out["forces"]
+            return reg.predict(graph)  # heads denormalised, pair repulsion added
         # ConservativeForcefieldRegressor.forward without its own autograd step.
         nodes = reg.model(graph)["node_features"]
         head = reg.heads["energy"]
         energy = head.denormalize(head(nodes, graph), graph)
         if reg.pair_repulsion:
             energy = energy + reg.pair_repulsion_fn(graph)["energy"]
-        return energy, None
+        return {"energy": energy}
 
-    def forward(self, batch, with_forces: bool = False):
+    def forward(self, batch, with_forces: bool = False, with_stress: bool = False):
+        """Energies; with ``with_forces`` (direct variant) also the force head's forces and,
+        with ``with_stress``, the stress head's stress [n_structures, 3, 3] (eV/Å^3)."""
         if not with_forces:
             return super().forward(batch)
-        energy, forces = self._outputs(batch)
-        return energy + self.energy_shift * batch.n_atoms, forces
+        out = self._outputs(batch)
+        energy = out["energy"] + self.energy_shift * batch.n_atoms
+        if not with_stress:
+            return energy, out["forces"]
+        v = out["stress"]  # Voigt order xx, yy, zz, yz, xz, xy
+        full = torch.stack([v[:, 0], v[:, 5], v[:, 4], v[:, 5], v[:, 1], v[:, 3],
+                            v[:, 4], v[:, 3], v[:, 2]], dim=-1).reshape(-1, 3, 3)
+        return energy, out["forces"], full
 
 
 def infer_architecture(state: dict[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:

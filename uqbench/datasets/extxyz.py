@@ -14,7 +14,8 @@ from uqbench.errors import UQBenchError
 
 
 def read_labelled(path: str | Path) -> list[Atoms]:
-    """Frames of an extxyz file with energy and forces, checked; one-line errors."""
+    """Frames of an extxyz file with energy and forces (and stress, or GAP's virial, where
+    a periodic frame has it), checked; one-line errors."""
     path = Path(path)
     if not path.is_file():
         raise UQBenchError(f"no such data file {str(path)!r}")
@@ -26,8 +27,11 @@ def read_labelled(path: str | Path) -> list[Atoms]:
     if not frames:
         raise UQBenchError(f"{path.name}: holds no structures")
     for k, atoms in enumerate(frames):
-        normalise_labels(atoms)
         where = f"{path.name}: structure {k}"
+        try:
+            normalise_labels(atoms)
+        except UQBenchError as exc:
+            raise UQBenchError(f"{where}: {exc}") from None
         if "energy" not in atoms.info:
             raise UQBenchError(f"{where} has no energy label")
         if "forces" not in atoms.arrays:
@@ -36,6 +40,10 @@ def read_labelled(path: str | Path) -> list[Atoms]:
             raise UQBenchError(f"{where} has non-finite positions")
         if not np.isfinite(atoms.info["energy"]) or not np.isfinite(atoms.arrays["forces"]).all():
             raise UQBenchError(f"{where} has a non-finite energy or forces")
+        if "stress" in atoms.info and not np.isfinite(atoms.info["stress"]).all():
+            raise UQBenchError(f"{where} has a non-finite stress")
+        if "stress" in atoms.info and not atoms.pbc.all():
+            del atoms.info["stress"]  # no volume, no stress: a cluster's label is meaningless
         if (atoms.numbers < 1).any() or (atoms.numbers >= len(chemical_symbols)).any():
             raise UQBenchError(f"{where} has an unknown element")
     return frames

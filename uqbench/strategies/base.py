@@ -38,6 +38,7 @@ class TorchUQMethod(UQMethod):
         lr: float = 1e-3,
         batch_size: int = 32,
         force_weight: float = 1.0,
+        stress_weight: float = 1.0,
         patience: int = 30,
         n_samples: int = 32,
         seed: int = 0,
@@ -50,6 +51,7 @@ class TorchUQMethod(UQMethod):
         self.lr = lr
         self.batch_size = batch_size
         self.force_weight = force_weight
+        self.stress_weight = stress_weight
         self.patience = patience
         self.n_samples = n_samples
         self.seed = seed
@@ -84,7 +86,7 @@ class TorchUQMethod(UQMethod):
             raise UQBenchError(f"dtype must be float32 or float64; got {self.dtype!r}") from None
 
     def _loss(self, model: nn.Module, batch) -> torch.Tensor:
-        return mse_loss(model, batch, self.force_weight)
+        return mse_loss(model, batch, self.force_weight, self.stress_weight)
 
     def fit(self, train_set: list[Atoms], val: list[Atoms] | None = None) -> TorchUQMethod:
         _check_labelled(train_set, "train")

@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from uqbench.backbones.adapter import BackboneAdapter, energy_and_forces
 from uqbench.strategies.base import TorchUQMethod
-from uqbench.training import fixed_noise
+from uqbench.training import fixed_noise, stress_components, uses_stress
 
 # Molchanov, Ashukha, Vetrov (2017), sparse variational dropout: -KL ~ k1 s(k2 + k3 la)
 # - 0.5 log(1 + 1/alpha) - k1.
@@ -100,6 +100,7 @@ class BLIPModel(nn.Module):
         # Observation noise of the likelihood, in units of the training force RMS.
         self.log_sigma_energy = nn.Parameter(torch.zeros(()))
         self.log_sigma_forces = nn.Parameter(torch.zeros(()))
+        self.log_sigma_stress = nn.Parameter(torch.zeros(()))  # used where labels have stress
         self.last_kl: torch.Tensor | None = None
 
     @staticmethod
@@ -171,16 +172,24 @@ class BLIP(TorchUQMethod):
         return self.kl_weight * min(1.0, progress)
 
     def _nll(self, model: BLIPModel, batch) -> torch.Tensor:
-        """Gaussian NLL per structure (energy per atom + its force components), averaged."""
-        energy, forces = energy_and_forces(model, batch, create_graph=model.training)
+        """Gaussian NLL per structure (energy per atom + its force components, + its stress
+        components where labelled), averaged."""
+        stress = uses_stress(batch, self.stress_weight)
+        out = energy_and_forces(model, batch, create_graph=model.training, with_stress=stress)
         scale = model.energy_scale
-        e_err = (energy - batch.energy) / batch.n_atoms / scale
-        f_err = (forces - batch.forces) / scale
+        e_err = (out[0] - batch.energy) / batch.n_atoms / scale
+        f_err = (out[1] - batch.forces) / scale
         ls_e, ls_f = model.log_sigma_energy, model.log_sigma_forces
         nll_e = 0.5 * (e_err * torch.exp(-ls_e)) ** 2 + ls_e
         nll_f_atoms = (0.5 * (f_err * torch.exp(-ls_f)) ** 2 + ls_f).sum(-1)
         nll_f = torch.zeros_like(nll_e).index_add_(0, batch.structure, nll_f_atoms)
-        return (nll_e + self.force_weight * nll_f).mean()
+        nll = (nll_e + self.force_weight * nll_f).mean()
+        if stress:
+            pred, true = stress_components(out[2], batch, scale)
+            ls_s = model.log_sigma_stress
+            nll_s = (0.5 * ((pred - true) * torch.exp(-ls_s)) ** 2 + ls_s).sum(-1)
+            nll = nll + self.stress_weight * nll_s.sum() / batch.n_structures
+        return nll
 
     def _elbo_loss(self, model: BLIPModel, batch) -> torch.Tensor:
         if model.training:

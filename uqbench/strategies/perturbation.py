@@ -15,7 +15,7 @@ from torch import nn
 
 from uqbench.backbones.adapter import BackboneAdapter, energy_and_forces
 from uqbench.strategies.base import TorchUQMethod
-from uqbench.training import fair_crps, fixed_noise
+from uqbench.training import fair_crps, fixed_noise, stress_components, uses_stress
 
 
 class _RowContext:
@@ -135,14 +135,19 @@ class FunctionalPerturbation(TorchUQMethod):
     def _crps_terms(self, model: PerturbedModel, batch) -> torch.Tensor:
         s, n = self.train_samples, batch.n_structures
         z = self._noise(s * n, batch.positions)
-        energy, forces = energy_and_forces(model, batch.repeat(s), create_graph=model.training,
-                                           z=z)
+        stress = uses_stress(batch, self.stress_weight)
+        out = energy_and_forces(model, batch.repeat(s), create_graph=model.training,
+                                with_stress=stress, z=z)
         scale = model.energy_scale
-        e = energy.reshape(s, n) / batch.n_atoms / scale
-        f = forces.reshape(s, -1, 3) / scale
+        e = out[0].reshape(s, n) / batch.n_atoms / scale
+        f = out[1].reshape(s, -1, 3) / scale
         e_true = batch.energy / batch.n_atoms / scale
         f_true = batch.forces / scale
-        return fair_crps(e, e_true).mean() + self.force_weight * fair_crps(f, f_true).mean()
+        loss = fair_crps(e, e_true).mean() + self.force_weight * fair_crps(f, f_true).mean()
+        if stress:
+            pred, true = stress_components(out[2].reshape(s, n, 3, 3), batch, scale)
+            loss = loss + self.stress_weight * fair_crps(pred, true).mean()
+        return loss
 
     def _copies_per_pass(self, n_samples: int) -> int:
         return n_samples
