@@ -5,8 +5,10 @@ then, for the sample furthest from the noise-free model, how far each conditione
 moves that energy (the others' gamma and beta zeroed) against all of them together.
 
     python studies/p_chgnet_spread.py    # 5-25 min on 2 cores; writes p_chgnet_spread.json
+    python studies/p_chgnet_spread.py --finetune-epochs 6   # writes p_chgnet_spread-6.json
 """
 
+import argparse
 import copy
 import json
 import time
@@ -29,8 +31,13 @@ def quantiles(x: np.ndarray, q=Q) -> list[float]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--finetune-epochs", type=int, default=2,
+                        help="CRPS epochs (the study's CPU cut: 2)")
+    epochs = parser.parse_args().finetune_epochs
     cfg = RunConfig(method="p-chgnet", dataset="silica-bks-small", train_size=100, seed=0,
-                    params={"max_epochs": 2, "patience": 2, "finetune_epochs": 2},
+                    params={"max_epochs": 2, "patience": max(2, epochs),
+                            "finetune_epochs": epochs},
                     n_samples=8)
     method, data_kwargs = prepare(cfg)
     data = uqbench.load_dataset("silica-bks-small", **data_kwargs)
@@ -44,6 +51,7 @@ def main() -> None:
     noise_free, _ = energy_and_forces(method.models_[0], batch)  # z = None: no perturbation
     noise_free = noise_free.detach().cpu().numpy() / n
     out = {
+        "finetune_epochs": epochs,
         "quantiles": Q,
         "energy_std_per_atom": quantiles(samples.std(0)),
         "abs_error_of_sample_mean": quantiles(np.abs(samples.mean(0) - e_true)),
@@ -56,7 +64,8 @@ def main() -> None:
     }
     out["worst_sample"] = attribute_worst(method, test, samples, noise_free)
     print(json.dumps(out, indent=1))
-    (Path(__file__).parent / "p_chgnet_spread.json").write_text(json.dumps(out, indent=1) + "\n")
+    name = "p_chgnet_spread.json" if epochs == 2 else f"p_chgnet_spread-{epochs}.json"
+    (Path(__file__).parent / name).write_text(json.dumps(out, indent=1) + "\n")
 
 
 def attribute_worst(method, test, samples: np.ndarray, noise_free: np.ndarray) -> dict:
