@@ -16,3 +16,30 @@ def tiny_nbody():
     from uqbench import load_dataset
 
     return load_dataset("nbody", train_size=40, val_size=20, test_size=20, ood_size=20)
+
+
+@pytest.fixture(scope="session")
+def numerical_stress():
+    """``numerical_stress(energy, atoms)``: (1/V) dE/d(strain), 3 x 3, of any energy function
+    of ``Atoms``, by ASE's central finite strains."""
+    from ase.calculators.calculator import Calculator, all_changes
+    from ase.calculators.fd import calculate_numerical_stress
+
+    class EnergyOf(Calculator):
+        implemented_properties = ["energy", "free_energy"]
+
+        def __init__(self, energy) -> None:
+            super().__init__()
+            self._energy = energy
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            e = float(self._energy(self.atoms))
+            self.results = {"energy": e, "free_energy": e}
+
+    def compute(energy, atoms, eps: float = 1e-5):
+        probe = atoms.copy()
+        probe.calc = EnergyOf(energy)
+        return calculate_numerical_stress(probe, eps=eps, voigt=False)
+
+    return compute

@@ -137,7 +137,7 @@ def test_orb_stress_matches_orb(orb_ckpt, variant):
     assert np.abs(ref).max() > 1e-3
 
 
-def test_each_perturbed_sample_has_its_own_stress(orb_ckpt):
+def test_each_perturbed_sample_has_its_own_stress(orb_ckpt, numerical_stress):
     """For fixed z the sample's stress is the finite-strain derivative of its own energy
     (Orb in float64); another noise draw's stress is not."""
     adapter = _adapter("orb", orb_ckpt)
@@ -150,19 +150,11 @@ def test_each_perturbed_sample_has_its_own_stress(orb_ckpt):
     z, other = torch.randn(1, 8, dtype=torch.float64), torch.randn(1, 8, dtype=torch.float64)
     _, _, s = energy_and_forces(model, batch, with_stress=True, z=z)
     _, _, s_other = energy_and_forces(model, batch, with_stress=True, z=other)
-    h, num = 1e-5, np.zeros((3, 3))
-    for i in range(3):
-        for j in range(3):
-            eps = np.zeros((3, 3))
-            eps[i, j] = eps[j, i] = h if i == j else h / 2
-            e = []
-            for sign in (1, -1):
-                b = atoms.copy()
-                b.set_cell(atoms.cell.array @ (np.eye(3) + sign * eps), scale_atoms=True)
-                with torch.no_grad():
-                    e.append(float(model(collate(adapter.graph_items([b]), torch.float64),
-                                         z=z)))
-            num[i, j] = (e[0] - e[1]) / (2 * h) / atoms.get_volume()
+    def energy(a):
+        with torch.no_grad():
+            return float(model(collate(adapter.graph_items([a]), torch.float64), z=z))
+
+    num = numerical_stress(energy, atoms)
     np.testing.assert_allclose(s[0].detach().numpy(), num, rtol=1e-5, atol=1e-9)
     assert np.abs(s_other[0].detach().numpy() - num).max() > 100 * np.abs(
         s[0].detach().numpy() - num).max()

@@ -39,22 +39,6 @@ def _cells(n: int = 3, stress: bool = True) -> list[Atoms]:
     return cells
 
 
-def _numerical_stress(energy, atoms: Atoms, h: float = 1e-5) -> np.ndarray:
-    """(1/V) dE/d(strain) by central differences of ``energy(strained atoms)``."""
-    out = np.zeros((3, 3))
-    for i in range(3):
-        for j in range(3):
-            eps = np.zeros((3, 3))
-            eps[i, j] = eps[j, i] = h if i == j else h / 2
-            e = []
-            for sign in (1, -1):
-                b = atoms.copy()
-                b.set_cell(atoms.cell.array @ (np.eye(3) + sign * eps), scale_atoms=True)
-                e.append(energy(b))
-            out[i, j] = (e[0] - e[1]) / (2 * h) / atoms.get_volume()
-    return out
-
-
 def test_bks_stress_is_the_strain_derivative():
     a = _cells(1, stress=False)[0]
     a.calc = BKSCalculator()
@@ -104,7 +88,7 @@ def _egnn():
     return adapter, adapter.build().double()
 
 
-def test_model_stress_equals_finite_strain_of_its_energy():
+def test_model_stress_equals_finite_strain_of_its_energy(numerical_stress):
     adapter, model = _egnn()
     cells = _cells(2)
     batch = collate(adapter.graph_items(cells), torch.float64)
@@ -113,7 +97,7 @@ def test_model_stress_equals_finite_strain_of_its_energy():
     torch.testing.assert_close(e, e0, rtol=0, atol=0)
     torch.testing.assert_close(f, f0, rtol=0, atol=0)
     for k, atoms in enumerate(cells):
-        num = _numerical_stress(
+        num = numerical_stress(
             lambda a: model(collate(adapter.graph_items([a]), torch.float64)).item(), atoms)
         np.testing.assert_allclose(s[k].detach().numpy(), num, rtol=1e-6, atol=1e-10)
         assert np.abs(num).max() > 1e-5
