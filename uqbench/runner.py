@@ -60,6 +60,23 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _check_type(key: str, value: Any, default: Any) -> None:
+    """A hyperparameter given on the command line must have its default's kind (a number
+    where the default is a number, a whole number where it is an integer, and so on)."""
+    if default is None or value is None:
+        return
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, kind = isinstance(value, int | float) and not isinstance(value, bool), "a number"
+    else:
+        ok, kind = isinstance(value, type(default)), f"a {type(default).__name__}"
+    if not ok:
+        raise ValueError(f"{key} must be {kind}; got {value!r}")
+
+
 def prepare(cfg: RunConfig):
     """Validate everything cheap before any expensive work; returns (method, loader kwargs)."""
     if cfg.train_size is not None and cfg.train_size < 1:
@@ -68,6 +85,7 @@ def prepare(cfg: RunConfig):
         raise UQBenchError(f"--n-samples must be a positive integer; got {cfg.n_samples}")
     loader = registry.dataset_loader(cfg.dataset)
     method = registry.create_method(cfg.method)
+    defaults = method.get_params()
     overrides: dict[str, Any] = dict(method.quick_params) if cfg.quick else {}
     overrides.update(cfg.params)
     overrides.update({"seed": cfg.seed, "device": cfg.device})
@@ -78,6 +96,8 @@ def prepare(cfg: RunConfig):
         unknown = set(cfg.params) - set(method.get_params())
         if unknown:
             raise ValueError(f"unknown hyperparameter(s) {', '.join(sorted(unknown))}")
+        for key, value in cfg.params.items():
+            _check_type(key, value, defaults.get(key))
     except ValueError as exc:
         raise UQBenchError(f"method {cfg.method!r}: {exc}") from None
     if cfg.weights:

@@ -89,6 +89,10 @@ class TorchUQMethod(UQMethod):
         return mse_loss(model, batch, self.force_weight, self.stress_weight)
 
     def fit(self, train_set: list[Atoms], val: list[Atoms] | None = None) -> TorchUQMethod:
+        for name in ("force_weight", "stress_weight"):
+            weight = getattr(self, name)
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
+                raise UQBenchError(f"{name} must be a number >= 0; got {weight!r}")
         _check_labelled(train_set, "train")
         if val:
             _check_labelled(val, "val")
