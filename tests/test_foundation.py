@@ -12,6 +12,7 @@ import uqbench
 from uqbench.backbones.adapter import energy_and_forces, make_adapter
 from uqbench.backbones.graph import collate
 from uqbench.cli import main
+from uqbench.dataset import VOIGT
 from uqbench.datasets.silica_bks import alpha_cristobalite, alpha_quartz
 from uqbench.errors import UQBenchError
 from uqbench.strategies.blip import BLIPModel
@@ -131,7 +132,7 @@ def test_orb_stress_matches_orb(orb_ckpt, variant):
     graphs = [ase_atoms_to_atom_graphs(a, SystemConfig(6.0, 120)) for a in cells]
     ref = model.model.predict(batch_graphs(graphs))
     ref = ref["stress" if variant == "direct" else "grad_stress"].detach().numpy()
-    voigt = s.detach().numpy()[:, [0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+    voigt = s.detach().numpy()[:, VOIGT[0], VOIGT[1]]
     np.testing.assert_allclose(voigt, ref, atol=1e-5)
     np.testing.assert_allclose(s.detach().numpy(), s.detach().numpy().transpose(0, 2, 1))
     assert np.abs(ref).max() > 1e-3

@@ -66,12 +66,17 @@ def normalise_labels(atoms: Atoms) -> Atoms:
     return atoms
 
 
+#: ASE's Voigt order (xx, yy, zz, yz, xz, xy): the (row, column) of each component, and the
+#: component at each place of the 3 x 3 tensor.
+VOIGT = ([0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1])
+FULL_FROM_VOIGT = [[0, 5, 4], [5, 1, 3], [4, 3, 2]]
+
+
 def full_stress(stress) -> np.ndarray:
     """A 3 x 3 stress from ASE's Voigt order (xx, yy, zz, yz, xz, xy), 9 values or 3 x 3."""
     s = np.asarray(stress, dtype=np.float64)
     if s.shape == (6,):
-        xx, yy, zz, yz, xz, xy = s
-        return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+        return s[FULL_FROM_VOIGT]
     if s.size == 9:
         return s.reshape(3, 3)
     raise UQBenchError(f"a stress label has {s.size} values; expected 6 (Voigt) or 9")

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from uqbench.backbones.adapter import energy_and_forces
 from uqbench.backbones.graph import GraphBatch, collate
+from uqbench.dataset import VOIGT
 from uqbench.errors import UQBenchError
 
 
@@ -45,12 +46,9 @@ def mse_loss(model: nn.Module, batch: GraphBatch, force_weight: float,
 
 
 def uses_stress(batch: GraphBatch, stress_weight: float) -> bool:
-    """Whether a loss on ``batch`` has a stress term (a weight, and a label in the batch)."""
-    return bool(stress_weight) and batch.stress is not None and bool(
-        torch.isfinite(batch.stress).all(-1).all(-1).any())
-
-
-VOIGT = ([0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1])
+    """Whether a loss on ``batch`` has a stress term: a weight, and labels (`collate` sets
+    ``stress`` only when some structure has one, so no device sync is needed here)."""
+    return bool(stress_weight) and batch.stress is not None
 
 
 def stress_components(stress: torch.Tensor, batch: GraphBatch, scale: torch.Tensor

@@ -23,6 +23,7 @@ from torch import nn
 from uqbench.backbones.adapter import Site, linear_sites
 from uqbench.backbones.foundation import FoundationAdapter, FoundationBackbone
 from uqbench.backbones.graph import graph_item_from_edges
+from uqbench.dataset import FULL_FROM_VOIGT
 from uqbench.errors import UQBenchError
 
 DEFAULT_MODEL = "orb-v3-conservative-inf-omat"
@@ -80,10 +81,7 @@ class OrbBackbone(FoundationBackbone):
         energy = out["energy"] + self.energy_shift * batch.n_atoms
         if not with_stress:
             return energy, out["forces"]
-        v = out["stress"]  # Voigt order xx, yy, zz, yz, xz, xy
-        full = torch.stack([v[:, 0], v[:, 5], v[:, 4], v[:, 5], v[:, 1], v[:, 3],
-                            v[:, 4], v[:, 3], v[:, 2]], dim=-1).reshape(-1, 3, 3)
-        return energy, out["forces"], full
+        return energy, out["forces"], out["stress"][:, FULL_FROM_VOIGT]
 
 
 def infer_architecture(state: dict[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:

@@ -23,6 +23,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.neighborlist import neighbor_list
 from scipy.special import erfc
 
+from uqbench.dataset import VOIGT
 from uqbench.neighbours import periodic_pairs
 
 COULOMB = 14.399645  # e^2 / (4 pi eps0) in eV Å
@@ -137,4 +138,4 @@ class BKSCalculator(Calculator):
             # dE/d(strain)_ab = 1/2 sum_pairs V'(r) d_a d_b / r (each pair counted twice).
             virial = 0.5 * np.einsum("p,pa,pb->ab", dv_sf / r, d, d)
             full = virial / self.atoms.get_volume()
-            self.results["stress"] = full[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+            self.results["stress"] = full[VOIGT]
