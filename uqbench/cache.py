@@ -23,6 +23,11 @@ def content_hash(payload: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+#: Per-frame labels the cache keeps: the generating trajectory (splits never share one),
+#: the phase or family a frame belongs to, and its MD temperature.
+INFO_KEYS = ("trajectory", "phase", "temperature")
+
+
 def cached_splits(path: Path, use_cache: bool,
                   make: Callable[[], dict[str, list[Atoms]]]) -> dict[str, list[Atoms]]:
     """The splits stored at ``path``, or ``make()`` (then stored) when absent."""
@@ -50,6 +55,10 @@ def write_splits(path: Path, splits: dict[str, list[Atoms]]) -> None:
         "cell": np.array([np.asarray(a.cell) for _, a in frames]),
         "pbc": np.array([a.pbc for _, a in frames]),
     }
+    for key in INFO_KEYS:  # descriptive labels, kept where every frame has one
+        values = [a.info.get(key) for _, a in frames]
+        if frames and all(isinstance(v, str | int | float) for v in values):
+            arrays[f"info_{key}"] = np.array(values)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
     np.savez(tmp, **arrays)
@@ -67,6 +76,9 @@ def read_splits(path: Path) -> dict[str, list[Atoms]]:
                       cell=data["cell"][k], pbc=data["pbc"][k])
         atoms.set_initial_charges(data["charges"][start:end])
         atoms.info["energy"] = float(data["energy"][k])
+        for key in INFO_KEYS:
+            if f"info_{key}" in data:
+                atoms.info[key] = data[f"info_{key}"][k].item()
         atoms.arrays["forces"] = data["forces"][start:end].copy()
         splits[names[data["split"][k]]].append(atoms)
     return splits

@@ -61,14 +61,17 @@ def cli() -> None:
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A local checkpoint for a pretrained backbone (orb, chgnet), used "
                    "instead of downloaded or packaged weights.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch threads for this run (default 1: fastest for the small models "
+                   "here; recorded, since the count changes the numbers slightly).")
 def run(method, dataset, train_size, seed, device, n_samples, out, quick, params, data_path,
-        split_key, weights) -> None:
+        split_key, weights, threads) -> None:
     """Fit METHOD on DATASET, predict every test split, score, and write one record.
 
     DATASET is a registered key (see `uqbench datasets`) or the path of an extxyz file with
     energies and forces.
     """
-    from uqbench.runner import RunConfig, summary_table
+    from uqbench.runner import DEFAULT_THREADS, RunConfig, summary_table
     from uqbench.runner import run as do_run
 
     options = {}
@@ -79,11 +82,19 @@ def run(method, dataset, train_size, seed, device, n_samples, out, quick, params
     cfg = RunConfig(method=method, dataset=dataset, train_size=train_size, seed=seed,
                     device=device, n_samples=n_samples, quick=quick,
                     params=_parse_params(params), out=out, dataset_options=options,
-                    weights=str(weights.resolve()) if weights else None)
+                    weights=str(weights.resolve()) if weights else None,
+                    threads=threads or DEFAULT_THREADS)
     path, record = do_run(cfg)
     click.echo(f"{method} on {dataset} (train size {record['train_size']}, seed {seed}, "
-               f"{record['device']}): fit {record['timings']['fit_s']:.1f} s")
+               f"{record['device']}, {record['threads']} thread(s)): "
+               f"fit {record['timings']['fit_s']:.1f} s")
     click.echo(summary_table(record))
+    verdict = record["collapse"]
+    if verdict["collapsed"]:
+        ratios = ", ".join(f"{t} {r:.2f}" for t, r in verdict["rmse_ratio"].items())
+        click.echo(f"uqbench: warning: this run is COLLAPSED: its mean is no clear improvement "
+                   f"on the constant predictor (RMSE / constant's on test: {ratios}); it is "
+                   "marked in the leaderboard and left out of `uqbench compare`", err=True)
     click.echo(f"record: {path}")
 
 
@@ -99,8 +110,10 @@ def run(method, dataset, train_size, seed, device, n_samples, out, quick, params
 @click.option("--serial", is_flag=True, help="Run in this process, without Dask.")
 @click.option("--profile", default=None, metavar="NAME",
               help="Overlay the sweep file's profile NAME (e.g. gpu: the full-size runs).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch threads per run (default: the sweep file's `threads`, else 1).")
 def sweep(sweep_file: Path, out: Path, scheduler: str | None, workers: int | None,
-          serial: bool, profile: str | None) -> None:
+          serial: bool, profile: str | None, threads: int | None) -> None:
     """Run every configuration of SWEEP_FILE (YAML) not yet recorded in --out.
 
     Resumable: recorded runs are skipped; a failed run leaves a .failed file and the sweep
@@ -112,6 +125,8 @@ def sweep(sweep_file: Path, out: Path, scheduler: str | None, workers: int | Non
     from uqbench.sweep import expand, load_sweep, run_sweep, run_sweep_dask
 
     spec = load_sweep(sweep_file, profile)
+    if threads is not None:
+        spec["threads"] = threads
     configs = expand(spec, out)
     check_writable(out)
     for cfg in configs:  # validate every configuration before running any

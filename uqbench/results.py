@@ -83,30 +83,50 @@ def read_record(path: Path) -> dict:
     return record
 
 
-def provenance() -> dict[str, Any]:
+def provenance(threads: int | None = None) -> dict[str, Any]:
+    """What a run's numbers depend on besides its configuration: package versions, the
+    git commit and whether the tree differed from it, torch's thread count and its
+    deterministic-algorithms setting."""
     versions = {}
-    for pkg in ("uqbench", "torch", "numpy", "scipy", "ase", "pandas"):
+    for pkg in ("uqbench", "torch", "numpy", "scipy", "ase", "pandas", "chgnet",
+                "orb-models"):
         try:
             versions[pkg] = version(pkg)
         except PackageNotFoundError:
             versions[pkg] = None
-    return {
+    commit, dirty = git_state()
+    out = {
         "versions": versions,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
-        "git_commit": _git_commit(),
+        "git_commit": None if commit is None else commit + ("-dirty" if dirty else ""),
+        "commit": commit,
+        "dirty": dirty,
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    try:
+        import torch
+
+        out["threads"] = threads if threads is not None else torch.get_num_threads()
+        out["deterministic"] = torch.are_deterministic_algorithms_enabled()
+    except ImportError:
+        out["threads"], out["deterministic"] = threads, None
+    return out
 
 
-def _git_commit() -> str | None:
+def git_state() -> tuple[str | None, bool | None]:
+    """The commit of the source tree uqbench runs from and whether any tracked file differs
+    from it (untracked files, such as records being written, do not count); (None, None)
+    outside a git checkout."""
     src = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--", "."],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return out + ("-dirty" if dirty else "")
+        commit = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"],
+                                capture_output=True, text=True, timeout=5,
+                                check=True).stdout.strip()
+        status = subprocess.run(["git", "-C", str(src), "status", "--porcelain",
+                                 "--untracked-files=no"], capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip()
+        return commit, bool(status)
     except (OSError, subprocess.SubprocessError):
-        return None
+        return None, None

@@ -22,6 +22,11 @@ from uqbench.results import (
     write_json_atomic,
 )
 
+#: torch threads per run unless told otherwise: the models are small, and on a shared
+#: 2-core machine one thread ran nbody ~4x faster than two (README, "Threads"). The
+#: count changes floating-point summation order, so it is part of every record.
+DEFAULT_THREADS = 1
+
 
 @dataclass
 class RunConfig:
@@ -36,6 +41,7 @@ class RunConfig:
     dataset_options: dict[str, Any] = field(default_factory=dict)
     out: Path = Path("results")
     weights: str | None = None  # a local checkpoint for a pretrained backbone
+    threads: int = DEFAULT_THREADS  # torch's intra-op threads for this run
 
 
 #: Backbones that start from pretrained weights (and take ``--weights``).
@@ -81,6 +87,8 @@ def prepare(cfg: RunConfig):
     """Validate everything cheap before any expensive work; returns (method, loader kwargs)."""
     if cfg.train_size is not None and cfg.train_size < 1:
         raise UQBenchError(f"--train-size must be a positive integer; got {cfg.train_size}")
+    if isinstance(cfg.threads, bool) or not isinstance(cfg.threads, int) or cfg.threads < 1:
+        raise UQBenchError(f"--threads must be a positive integer; got {cfg.threads!r}")
     if cfg.n_samples is not None and cfg.n_samples < 1:
         raise UQBenchError(f"--n-samples must be a positive integer; got {cfg.n_samples}")
     loader = registry.dataset_loader(cfg.dataset)
@@ -140,7 +148,8 @@ def identity(cfg: RunConfig, method, data_kwargs: dict) -> tuple[str, dict]:
               if not (k in ADDED_PARAMS and v == ADDED_PARAMS[k])}
     config = {"method": cfg.method, "params": params, "dataset": cfg.dataset,
               "dataset_options": data_kwargs, "train_size": cfg.train_size or "default",
-              "seed": cfg.seed, "quick": cfg.quick, "n_samples": cfg.n_samples}
+              "seed": cfg.seed, "quick": cfg.quick, "n_samples": cfg.n_samples,
+              "threads": cfg.threads}
     return run_id(config), config
 
 
@@ -153,8 +162,11 @@ def planned_path(cfg: RunConfig) -> Path:
 
 def run(cfg: RunConfig) -> tuple[Path, dict]:
     """Do the whole flow for one configuration and write its record; returns (path, record)."""
+    import torch
+
     method, data_kwargs = prepare(cfg)
     rid, config = identity(cfg, method, data_kwargs)
+    torch.set_num_threads(cfg.threads)
     _seed_everything(cfg.seed)
     t0 = time.perf_counter()
     dataset = registry.dataset_loader(cfg.dataset)(**data_kwargs)
@@ -171,9 +183,12 @@ def run(cfg: RunConfig) -> tuple[Path, dict]:
         predictions[split] = method.predict_distribution(dataset.splits[split], cfg.n_samples)
         predict_s[split] = time.perf_counter() - t0
 
-    from uqbench.scoring import score
+    from uqbench import collapse
+    from uqbench.scoring import group_scores, score, tail_summary
 
     metrics, curves = score(predictions, dataset.splits, _metric_specs())
+    reference = collapse.constant_reference(
+        dataset.splits["train"], {s: dataset.splits[s] for s in predictions})
     n_predicted = sum(len(dataset.splits[s]) for s in predictions)
     params = method.get_params()
     record = {
@@ -190,10 +205,20 @@ def run(cfg: RunConfig) -> tuple[Path, dict]:
         "n_samples": next(iter(predictions.values())).n_samples,
         "timings": {"data_s": data_s, "fit_s": fit_s, "predict_s": predict_s,
                     "predict_s_per_structure": sum(predict_s.values()) / max(n_predicted, 1)},
+        "budget": getattr(method, "budget_", None),
         "metrics": metrics,
+        "reference": {"constant": reference},
+        "collapse": collapse.verdict(metrics, reference),
+        "tails": tail_summary(predictions, dataset.splits),
+        "groups": group_scores(predictions, dataset.splits),
         "curves": curves,
-        "provenance": provenance(),
+        "provenance": provenance(cfg.threads),
+        "threads": cfg.threads,
+        "commit": None,
+        "dirty": None,
     }
+    record["commit"] = record["provenance"]["commit"]
+    record["dirty"] = record["provenance"]["dirty"]
     path = record_path(cfg.out, cfg.dataset, cfg.method, rid)
     write_json_atomic(path, record)
     return path, record

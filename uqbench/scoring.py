@@ -7,8 +7,9 @@ What is scored:
   calibration, coverage, sharpness, RMSE, MAE); for the rank metric (Spearman) each atom's
   force vector: |error| = |F_pred - F_true| and std = sqrt(sum of the three component
   variances);
-- OOD detection ranks structures by their uncertainty: energy-per-atom std, or the mean
-  per-atom force std.
+- OOD detection ranks structures by their uncertainty: the std of the structure's *total*
+  energy (eV; a per-atom std would shrink with the atom count under independent per-atom
+  noise and so mark larger structures as more familiar), or the mean per-atom force std.
 Non-finite predictions are counted per target (``n_nonfinite``) and make the metrics NaN;
 zero stds are counted too (``n_zero_std``): they make the NLL infinite.
 """
@@ -19,7 +20,7 @@ import numpy as np
 from ase import Atoms
 
 from uqbench.dataset import energies, forces, n_atoms
-from uqbench.metrics.functions import calibration_curve, rmse_rmv_curve
+from uqbench.metrics.functions import calibration_curve, rmse_rmv_curve, tail_ratio
 from uqbench.metrics.table import MetricSpec, Target
 from uqbench.prediction import Prediction
 
@@ -47,14 +48,14 @@ def targets(prediction: Prediction, structures: list[Atoms]) -> dict[str, Target
     return {
         "energy": Target(
             "energy", "eV/atom", e_true, e_pred, e_std, e_samples,
-            np.abs(e_pred - e_true), e_std, e_std,
+            np.abs(e_pred - e_true), e_std, prediction.energy_std,
         ),
         "forces": Target(
             "forces", "eV/Å", f_true.ravel(), prediction.forces_mean.ravel(),
             prediction.forces_std.ravel(),
             None if prediction.forces_samples is None
             else prediction.forces_samples.reshape(prediction.forces_samples.shape[0], -1),
-            f_err, f_atom_std, f_struct,
+            f_err, f_atom_std, f_struct, vector_size=3,
         ),
     }
 
@@ -104,3 +105,70 @@ def score(
                 "std": t.rank_std[pick].tolist(),
             }
     return results, curves
+
+
+def tail_summary(predictions: dict[str, Prediction], splits: dict[str, list[Atoms]]) -> dict:
+    """How far the furthest samples lie, per split x target (sample-based predictions with
+    at least 3 samples; others get None): over all targets (energies per atom, force
+    components), the median, 99th percentile and maximum of max|sample - median| / IQR,
+    the largest |sample - median| in the target's unit, and the fraction of targets whose
+    ratio exceeds 10 (a Gaussian's 32 samples rarely pass 2.5)."""
+    out: dict = {}
+    for split, pred in predictions.items():
+        out[split] = {}
+        for name, t in targets(pred, splits[split]).items():
+            if t.samples is None or t.samples.shape[0] < 3:
+                out[split][name] = None
+                continue
+            ratio = tail_ratio(t.samples)
+            far = np.abs(t.samples - np.median(t.samples, axis=0)).max(axis=0)
+            finite = ratio[np.isfinite(ratio)]
+            out[split][name] = {
+                "ratio_median": float(np.median(finite)) if finite.size else None,
+                "ratio_p99": float(np.percentile(finite, 99)) if finite.size else None,
+                "ratio_max": float(ratio.max()) if ratio.size else None,
+                "max_distance": float(far.max()) if far.size else None,
+                "fraction_over_10": float(np.mean(ratio > 10)) if ratio.size else None,
+            }
+    return out
+
+
+#: Info keys that name the family of a structure, in order of preference.
+GROUP_KEYS = ("phase", "config_type")
+
+
+def group_scores(predictions: dict[str, Prediction], splits: dict[str, list[Atoms]]) -> dict:
+    """Spearman(|error|, std) and its robust twin within each family of structures
+    (``atoms.info["phase"]``, else ``config_type``), per split x target, beside the pooled
+    value: a pooled ranking over several phases or cell sizes can follow the family rather
+    than the uncertainty. Splits without such a label are left out."""
+    from uqbench.metrics.table import SPEARMAN, SPEARMAN_ROBUST
+
+    out: dict = {}
+    for split, pred in predictions.items():
+        structures = splits[split]
+        key = next((k for k in GROUP_KEYS if all(k in a.info for a in structures)), None)
+        if key is None:
+            continue
+        labels = np.array([str(a.info[key]) for a in structures])
+        if len(set(labels)) < 2:
+            continue
+        out[split] = {"key": key}
+        atom_labels = np.repeat(labels, pred.n_atoms)
+        for name, t in targets(pred, structures).items():
+            per = atom_labels if name == "forces" else labels
+            values_per = np.repeat(per, 3) if name == "forces" else per
+            groups = {}
+            for g in sorted(set(labels)):
+                sub = _subset(t, per == g, values_per == g)
+                groups[g] = {"n": int(np.sum(per == g)), "spearman": SPEARMAN.compute(sub),
+                             "spearman_robust": SPEARMAN_ROBUST.compute(sub)}
+            out[split][name] = groups
+    return out
+
+
+def _subset(t: Target, rank_mask: np.ndarray, value_mask: np.ndarray) -> Target:
+    return Target(t.name, t.unit, t.y_true[value_mask], t.y_pred[value_mask],
+                  t.y_std[value_mask], None if t.samples is None else t.samples[:, value_mask],
+                  t.rank_error[rank_mask], t.rank_std[rank_mask], t.structure_score,
+                  t.vector_size)

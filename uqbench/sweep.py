@@ -6,6 +6,7 @@ A sweep file (YAML) names the grid and hyperparameter rules applied in order:
     datasets: [nbody]
     train_sizes: [100, 1000]
     seeds: [0, 1, 2]
+    threads: 1                    # optional: torch threads per run (recorded)
     params:                       # optional; later rules win
       - set: {patience: 20}       # every run
       - when: {train_size: 100}   # runs matching every key given
@@ -44,10 +45,10 @@ from tqdm.auto import tqdm
 
 from uqbench.errors import UQBenchError
 from uqbench.results import write_json_atomic
-from uqbench.runner import RunConfig, planned_path, run
+from uqbench.runner import DEFAULT_THREADS, RunConfig, planned_path, run
 
 GRID_KEYS = ("methods", "datasets", "train_sizes", "seeds")
-OPTIONAL_KEYS = ("params", "quick", "n_samples", "device", "cluster", "profiles")
+OPTIONAL_KEYS = ("params", "quick", "n_samples", "device", "threads", "cluster", "profiles")
 
 
 def load_sweep(path: Path, profile: str | None = None) -> dict[str, Any]:
@@ -98,7 +99,8 @@ def expand(spec: dict[str, Any], out: Path) -> list[RunConfig]:
         configs.append(RunConfig(method=method, dataset=dataset, train_size=size, seed=seed,
                                  device=spec.get("device", "auto"),
                                  n_samples=spec.get("n_samples"),
-                                 quick=bool(spec.get("quick", False)), params=params, out=out))
+                                 quick=bool(spec.get("quick", False)), params=params, out=out,
+                                 threads=spec.get("threads", DEFAULT_THREADS)))
     return configs
 
 
@@ -117,13 +119,6 @@ def run_one(cfg: RunConfig) -> str:
         return "failed"
     path.with_suffix(".failed").unlink(missing_ok=True)
     return "done"
-
-
-def _run_on_worker(cfg: RunConfig, threads: int) -> str:
-    import torch
-
-    torch.set_num_threads(max(1, threads))
-    return run_one(cfg)
 
 
 def _cluster_from_spec(spec: dict[str, Any]):
@@ -149,7 +144,7 @@ def run_sweep_dask(configs: list[RunConfig], scheduler: str | None = None,
     """Run on Dask distributed; returns counts of done, skipped and failed runs.
 
     Recorded runs are skipped before submission; each worker process runs one run at a
-    time with ``threads`` torch threads (cores / workers on a local cluster).
+    time with the run's own torch thread count (``threads``, recorded with it).
     """
     from distributed import Client, LocalCluster, as_completed
 
@@ -160,19 +155,17 @@ def run_sweep_dask(configs: list[RunConfig], scheduler: str | None = None,
     cores = os.cpu_count() or 1
     cluster = None
     if scheduler:
-        client, threads = Client(scheduler), 1
+        client = Client(scheduler)
     elif cluster_spec:
         cluster = _cluster_from_spec(cluster_spec)
         client = Client(cluster)
-        threads = int((cluster_spec.get("options") or {}).get("cores", 1))
     else:
         workers = n_workers or min(cores, len(todo))
-        threads = max(1, cores // workers)
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                dashboard_address=":0")
         client = Client(cluster)
     try:
-        futures = [client.submit(_run_on_worker, cfg, threads, pure=False) for cfg in todo]
+        futures = [client.submit(run_one, cfg, pure=False) for cfg in todo]
         bar = tqdm(total=len(configs), initial=counts["skipped"], desc="sweep", unit="run",
                    disable=None if progress else True)
         for future in as_completed(futures):

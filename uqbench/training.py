@@ -1,4 +1,5 @@
-"""The shared training loop: Adam, minibatches, early stopping on val, a progress bar."""
+"""The shared training loop: Adam(W), minibatches, a step or epoch budget, early stopping on
+val, a progress bar."""
 
 from __future__ import annotations
 
@@ -84,17 +85,29 @@ def train(
     device: torch.device,
     dtype: torch.dtype,
     seed: int,
+    max_steps: int | None = None,
+    param_groups: list[dict] | None = None,
     desc: str = "training",
 ) -> dict:
-    """Train in place; restore the weights with the best validation loss. Returns a history."""
+    """Train in place; restore the weights with the best validation loss. Returns a history.
+
+    The budget is ``max_epochs`` passes over the data or, when given, ``max_steps``
+    optimiser steps, whichever ends first (a last partial epoch is validated like a whole
+    one). ``param_groups`` (AdamW groups with their own ``lr``/``weight_decay``) replace the
+    default single group of all parameters at ``lr`` without weight decay (AdamW without
+    weight decay is Adam). The history counts the optimiser steps taken (``steps``).
+    """
     rng = np.random.default_rng(seed)
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    groups = param_groups if param_groups is not None else [{"params": model.parameters()}]
+    optimiser = torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimiser, factor=0.5, patience=max(1, patience // 2)
     )
     val_batches = list(batches(val_items, 4 * batch_size, device, dtype)) if val_items else None
-    best, best_state, since_best = math.inf, None, 0
-    history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
+    best, best_state, since_best, steps = math.inf, None, 0, 0
+    history: dict = {"train_loss": [], "val_loss": []}
+    if max_steps is not None and max_steps <= 0:
+        max_epochs = 0
     bar = tqdm(range(max_epochs), desc=desc, unit="epoch", disable=None, leave=False)
     for _epoch in bar:
         model.train()
@@ -106,10 +119,16 @@ def train(
                 raise FloatingPointError(f"{desc}: the training loss became {loss.item()}")
             loss.backward()
             optimiser.step()
+            steps += 1
             total += loss.item() * batch.n_structures
             n += batch.n_structures
+            if max_steps is not None and steps >= max_steps:
+                break
         history["train_loss"].append(total / n)
+        out_of_steps = max_steps is not None and steps >= max_steps
         if val_batches is None:
+            if out_of_steps:
+                break
             continue
         model.eval()
         val = sum(loss_fn(model, b).item() * b.n_structures for b in val_batches)
@@ -119,21 +138,29 @@ def train(
         bar.set_postfix(train=f"{total / n:.4g}", val=f"{val:.4g}")
         if val < best:
             best, best_state, since_best = val, copy.deepcopy(model.state_dict()), 0
+            history["best_step"] = steps
         else:
             since_best += 1
             if since_best >= patience:
                 break
+        if out_of_steps:
+            break
     if best_state is not None:
         model.load_state_dict(best_state)
     history["epochs"] = len(history["train_loss"])
+    history["steps"] = steps
     return history
 
 
-def fair_crps(samples: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Fair CRPS per target, differentiable; ``samples`` [S, *y.shape], S >= 2.
+def fair_crps(samples: torch.Tensor, y: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    """Almost-fair CRPS per target, differentiable; ``samples`` [S, *y.shape], S >= 2.
 
-    Uses sorted samples (sum_ij |x_i - x_j| = 2 sum_k (2k - S - 1) x_(k)), like
-    `uqbench.metrics.crps_ensemble`, so memory stays O(S) per target.
+    ``alpha`` x fair + (1 - alpha) x standard estimator (AIFS-CRPS, Lang et al. 2024);
+    ``alpha = 1`` is the fair CRPS (Ferro 2008), which gives no gradient at all to a sample
+    beyond the observation and every other sample, so rare far tails cost almost nothing;
+    any ``alpha < 1`` keeps a pull on them. Uses sorted samples (sum_ij |x_i - x_j| =
+    2 sum_k (2k - S - 1) x_(k)), like `uqbench.metrics.crps_ensemble`, so memory stays O(S)
+    per target.
     """
     s = samples.shape[0]
     if s < 2:
@@ -141,8 +168,8 @@ def fair_crps(samples: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     abs_err = (samples - y.unsqueeze(0)).abs().mean(0)
     ranks = torch.arange(1, s + 1, device=samples.device, dtype=samples.dtype)
     weights = (2 * ranks - s - 1).view(-1, *([1] * y.dim()))
-    spread = (torch.sort(samples, dim=0).values * weights).sum(0) / (s * (s - 1))
-    return abs_err - spread
+    half_pairwise = (torch.sort(samples, dim=0).values * weights).sum(0)  # sum_ij |xi-xj| / 2
+    return abs_err - half_pairwise * (alpha / (s * (s - 1)) + (1.0 - alpha) / (s * s))
 
 
 class fixed_noise:  # noqa: N801 (used as a context manager, like torch.no_grad)

@@ -8,7 +8,15 @@ E = sum_{i<j} q_i q_j / r_ij and F = -grad E (uqbench treats the units as eV and
 
 Each trajectory has its own seed, so a split of size N is the first N accepted frames of a
 fixed sequence: training sets are nested across sizes, and the test and OOD splits do not
-depend on the training size.
+depend on the training size. Every frame carries ``atoms.info["trajectory"]`` (pool and
+index): splits never share a trajectory.
+
+Charge mixes are stratified: since E and F do not change when every charge flips sign, a
+mix is the size m of the minority sign (5 particles: m = 0, 1, 2 with probabilities 1/16,
+5/16, 10/16). Trajectory k of a pool takes its m from a fixed cycle holding each m in
+exactly those proportions, each m once at the start, so the smallest training set (100
+frames, about 10 trajectories) already holds every mix the test set has; which particles
+and which sign form the minority stay random.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from tqdm.auto import tqdm
 from uqbench.cache import cache_dir, cached_splits, content_hash
 from uqbench.dataset import Dataset, check_sizes
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 DT = 1e-3
 N_STEPS = 5000
 FRAME_EVERY = 500  # steps between saved frames: 10 frames per trajectory
@@ -45,8 +53,32 @@ def coulomb(positions: np.ndarray, charges: np.ndarray) -> tuple[np.ndarray, np.
     return energy, forces
 
 
-def simulate(seeds: list[np.random.SeedSequence], n_particles: int) -> tuple[np.ndarray, ...]:
-    """Run one trajectory per seed (vectorised); frames ``[n_traj, n_frames, n, 3]``, charges."""
+def mix_cycle(n_particles: int) -> np.ndarray:
+    """Minority-sign counts m in the binomial proportions of random +-1 charges (sign
+    flips identified), one of each m first, then the rest in a fixed shuffled order."""
+    from math import comb
+
+    counts = [comb(n_particles, m) // (2 if 2 * m == n_particles else 1)
+              for m in range(n_particles // 2 + 1)]
+    rest = np.concatenate([np.full(c - 1, m) for m, c in enumerate(counts)]).astype(int)
+    np.random.default_rng(12345).shuffle(rest)
+    return np.concatenate([np.arange(len(counts)), rest])
+
+
+def draw_charges(rng: np.random.Generator, n_particles: int, minority: int) -> np.ndarray:
+    """+-1 charges with ``minority`` of one random sign, on random particles."""
+    sign = rng.choice([-1.0, 1.0])
+    charges = np.full(n_particles, sign)
+    charges[rng.choice(n_particles, size=minority, replace=False)] = -sign
+    return charges
+
+
+def simulate(seeds: list[np.random.SeedSequence], n_particles: int,
+             minorities: list[int] | None = None) -> tuple[np.ndarray, ...]:
+    """Run one trajectory per seed (vectorised); frames ``[n_traj, n_frames, n, 3]``, charges.
+
+    ``minorities`` fixes each trajectory's minority-sign count (else charges are drawn
+    independently, +-1 with equal probability)."""
     n_traj = len(seeds)
     pos = np.empty((n_traj, n_particles, 3))
     vel = np.empty((n_traj, n_particles, 3))
@@ -54,7 +86,10 @@ def simulate(seeds: list[np.random.SeedSequence], n_particles: int) -> tuple[np.
     sigma = (n_particles / 5.0) ** (1.0 / 3.0)
     for k, ss in enumerate(seeds):
         rng = np.random.default_rng(ss)
-        charges[k] = rng.choice([-1.0, 1.0], size=n_particles)
+        if minorities is None:
+            charges[k] = rng.choice([-1.0, 1.0], size=n_particles)
+        else:
+            charges[k] = draw_charges(rng, n_particles, minorities[k])
         pos[k] = rng.normal(scale=sigma, size=(n_particles, 3))
         v = rng.normal(size=(n_particles, 3))
         vel[k] = 0.5 * v / np.linalg.norm(v, axis=1, keepdims=True)
@@ -92,10 +127,11 @@ def min_distance(positions: np.ndarray) -> np.ndarray:
     return r.min(axis=(-1, -2))
 
 
-def _to_atoms(positions: np.ndarray, charges: np.ndarray) -> Atoms:
+def _to_atoms(positions: np.ndarray, charges: np.ndarray, trajectory: str) -> Atoms:
     energy, forces = coulomb(positions, charges)
     atoms = Atoms(symbols=["X"] * len(charges), positions=positions, pbc=False)
     atoms.set_initial_charges(charges)
+    atoms.info["trajectory"] = trajectory
     atoms.info["energy"] = float(energy)
     atoms.arrays["forces"] = forces
     return atoms
@@ -107,20 +143,22 @@ def generate_split(
     """The first ``size`` accepted frames of pool ``pool``'s trajectory sequence."""
     out: list[Atoms] = []
     next_traj = 0
+    cycle = mix_cycle(n_particles)
     # Trajectories are seeded one by one, so the block size changes speed, never the data.
     per_block = -(-size // (N_STEPS // FRAME_EVERY)) + 8
     while len(out) < size:
         seeds = [np.random.SeedSequence([seed, POOLS[pool], next_traj + k])
                  for k in range(per_block)]
-        next_traj += per_block
-        frames, charges = simulate(seeds, n_particles)
+        minorities = [int(cycle[(next_traj + k) % len(cycle)]) for k in range(per_block)]
+        frames, charges = simulate(seeds, n_particles, minorities)
         r_min = min_distance(frames)
         for k, t in zip(*np.nonzero(accept(r_min)), strict=True):
             if len(out) == size:
                 break
-            out.append(_to_atoms(frames[k, t], charges[k]))
+            out.append(_to_atoms(frames[k, t], charges[k], f"{pool}-{next_traj + k}"))
             if progress is not None:
                 progress.update(1)
+        next_traj += per_block
         per_block = min(4096, 2 * per_block)
         if next_traj > 1_000_000:
             raise RuntimeError(f"nbody: could not fill split {pool!r}")
@@ -140,10 +178,13 @@ def load_nbody(
 ) -> Dataset:
     """Charged N-body dataset: ``train``/``val``/``test`` (ID), ``ood-n``, ``ood-close``.
 
-    ID frames have 5 particles and no pair closer than 0.25 Å; ``ood-n`` has 10 particles;
-    ``ood-close`` has 5 particles with a pair between 0.1 and 0.25 Å apart (large |E|). The
-    training size defaults to 1000; ``quick`` makes it 200 and shrinks the test and OOD
-    splits to 200 for smoke runs.
+    Each OOD split shifts one thing: ``ood-n`` the particle count (10 instead of 5; the ID
+    floor on pair distances, 0.25 Å, still holds), ``ood-close`` the closest approach (5
+    particles with a pair between 0.1 and 0.25 Å apart, hence large |E| and |F|). ID
+    frames have 5 particles and no pair closer than 0.25 Å. The training size defaults to
+    1000; the validation set is 300 frames (30 trajectories) whatever the training size,
+    so early stopping and model selection mean the same at every size; ``quick`` makes the
+    training set 200 and shrinks val to 100 and test and OOD splits to 200 for smoke runs.
     """
     if train_size is None:
         train_size = 200 if quick else 1000
@@ -151,7 +192,7 @@ def load_nbody(
         test_size, ood_size = min(test_size, 200), min(ood_size, 200)
     check_sizes("nbody", train_size=train_size, test_size=test_size, ood_size=ood_size)
     if val_size is None:
-        val_size = min(1000, max(50, train_size // 5))
+        val_size = 100 if quick else 300
     options = dict(train_size=train_size, val_size=val_size, test_size=test_size,
                    ood_size=ood_size, n_particles=n_particles,
                    ood_n_particles=ood_n_particles, seed=seed)
@@ -168,7 +209,7 @@ def load_nbody(
 
         plan = [("train", train_size, n_particles, far), ("val", val_size, n_particles, far),
                 ("test", test_size, n_particles, far),
-                ("ood-n", ood_size, ood_n_particles, lambda r: np.ones_like(r, dtype=bool)),
+                ("ood-n", ood_size, ood_n_particles, far),
                 ("ood-close", ood_size, n_particles, close)]
         total = sum(p[1] for p in plan)
         with tqdm(total=total, desc="nbody: simulating", unit="frame", disable=None) as bar:

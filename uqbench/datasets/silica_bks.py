@@ -36,7 +36,7 @@ from uqbench.dataset import Dataset, check_sizes
 from uqbench.datasets.bks import BKSCalculator
 from uqbench.errors import UQBenchError
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 TIMESTEP = 1.0 * units.fs
 FRICTION = 0.02 / units.fs
 EQUILIBRATION = 200
@@ -140,7 +140,7 @@ def trajectory(seed: int, pool: str, k: int, glasses: dict[str, Atoms],
             frame = Atoms(numbers=atoms.numbers, positions=atoms.positions.copy(),
                           cell=atoms.cell.array.copy(), pbc=True)
             frame.info.update(energy=float(atoms.get_potential_energy()), phase=label,
-                              temperature=temperature)
+                              temperature=temperature, trajectory=f"{pool}-{k}")
             frame.arrays["forces"] = atoms.get_forces().copy()
             frames.append(frame)
 
@@ -192,7 +192,10 @@ def load_silica_bks(
     """BKS silica: ID ``train``/``val``/``test`` (quartz, cristobalite, amorphous at
     300-1500 K); OOD ``ood-hot`` (3500 K liquid), ``ood-dense`` (80 % volume),
     ``ood-defect`` (a SiO2 unit missing). Training size defaults to 300 (60 with
-    ``quick``, which also shrinks the other splits and the melt-quench). ``cells="small"``
+    ``quick``, which also shrinks the other splits and the melt-quench); validation is 90
+    frames (nine trajectories: each ID phase at each ID temperature) whatever the training
+    size. Splits are whole MD runs (``atoms.info["trajectory"]``); ``phase`` and
+    ``temperature`` label every frame. ``cells="small"``
     uses 9-18-atom cells (see `load_silica_bks_small`). Trajectories run in ``n_jobs``
     processes (default: one per core); each is seeded on its own, so the data do not depend
     on ``n_jobs``."""
@@ -205,8 +208,8 @@ def load_silica_bks(
     if quick:
         test_size, ood_size = min(test_size, 30), min(ood_size, 20)
     check_sizes(name, train_size=train_size, test_size=test_size, ood_size=ood_size)
-    if val_size is None:
-        val_size = max(20, train_size // 5)
+    if val_size is None:  # nine trajectories: every ID phase at every ID temperature
+        val_size = 30 if quick else 90
     melt = melt_steps if melt_steps is not None else (500 if quick else 2000)
     quench = quench_steps if quench_steps is not None else (1500 if quick else 4000)
     options = dict(train_size=train_size, val_size=val_size, test_size=test_size,
@@ -260,8 +263,6 @@ def load_silica_bks_small(
     can afford. Training size defaults to 100 (60 with ``quick``)."""
     if train_size is None:
         train_size = 60 if quick else 100
-    if val_size is None:  # three trajectories: one of each ID phase
-        val_size = max(30, train_size // 5)
     return load_silica_bks(train_size=train_size, val_size=val_size, test_size=test_size,
                            ood_size=ood_size, seed=seed, melt_steps=melt_steps,
                            quench_steps=quench_steps, quick=quick, use_cache=use_cache,

@@ -12,6 +12,7 @@ from uqbench.metrics.functions import (
     ood_auroc,
     rmse,
     rmse_rmv_curve,
+    robust_location_spread,
     sharpness,
     spearman_abs_error_std,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "ood_auroc",
     "rmse",
     "rmse_rmv_curve",
+    "robust_location_spread",
     "sharpness",
     "spearman_abs_error_std",
 ]

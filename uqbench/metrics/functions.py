@@ -112,6 +112,30 @@ def spearman_abs_error_std(y_true: np.ndarray, y_pred: np.ndarray, y_std: np.nda
     return float(stats.spearmanr(np.abs(mu - y).ravel(), sigma.ravel()).statistic)
 
 
+def robust_location_spread(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sample median and IQR / 1.349 (a Gaussian's std) along the first (sample) axis:
+    a location and spread that one far sample cannot move much."""
+    x = np.asarray(samples, dtype=np.float64)
+    q25, q50, q75 = np.percentile(x, [25.0, 50.0, 75.0], axis=0)
+    return q50, (q75 - q25) / IQR_PER_STD
+
+
+def tail_ratio(samples: np.ndarray) -> np.ndarray:
+    """Per target, the largest |sample - sample median| over the sample IQR (inf where the
+    IQR is zero and a sample differs): about 1-2 for Gaussian samples, large when one
+    sample lies far from the rest."""
+    x = np.asarray(samples, dtype=np.float64)
+    q25, q50, q75 = np.percentile(x, [25.0, 50.0, 75.0], axis=0)
+    far = np.abs(x - q50).max(axis=0)
+    iqr = q75 - q25
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(far == 0, 0.0, far / iqr)
+
+
+#: IQR of a standard normal distribution: 2 Phi^-1(0.75).
+IQR_PER_STD = 1.3489795003921634
+
+
 def calibration_curve(
     y_true: np.ndarray, y_pred: np.ndarray, y_std: np.ndarray, n_levels: int = 100
 ) -> tuple[np.ndarray, np.ndarray]:

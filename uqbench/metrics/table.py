@@ -34,6 +34,7 @@ class Target:
     rank_error: np.ndarray
     rank_std: np.ndarray
     structure_score: np.ndarray
+    vector_size: int = 1  # rank metrics group this many consecutive values (3: force vectors)
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,23 @@ SPEARMAN = MetricSpec(
     lambda t: F.spearman_abs_error_std(np.zeros_like(t.rank_error), t.rank_error, t.rank_std),
     summary="Rank correlation of |error| and predicted std (force vectors per atom)",
 )
+def _spearman_robust(t: Target) -> float:
+    """Spearman of |median - truth| and IQR / 1.349, from samples (NaN without >= 3)."""
+    if t.samples is None or t.samples.shape[0] < 3:
+        return float("nan")
+    loc, spread = F.robust_location_spread(t.samples)
+    k = t.vector_size
+    err = np.linalg.norm((loc - t.y_true).reshape(-1, k), axis=1)
+    spread = np.sqrt((spread.reshape(-1, k) ** 2).sum(axis=1))
+    return F.spearman_abs_error_std(np.zeros_like(err), err, spread)
+
+
+SPEARMAN_ROBUST = MetricSpec(
+    "spearman_robust", "Spearman(|error|, IQR) of median and IQR", "", "higher",
+    _spearman_robust,
+    summary="Spearman with the sample median and IQR/1.349 instead of mean and std: "
+            "what is left when far samples cannot drive it (sample-based methods)",
+)
 MISCALIBRATION_AREA = MetricSpec(
     "miscalibration_area", "Miscalibration area", "", "lower",
     lambda t: F.miscalibration_area(t.y_true, t.y_pred, t.y_std),
@@ -100,5 +118,5 @@ OOD_AUROC = MetricSpec(
     summary="ROC-AUC of telling this OOD split from the ID test split by per-structure std",
 )
 
-BUILTIN = (CRPS, NLL, SPEARMAN, MISCALIBRATION_AREA, ENCE, COVERAGE_95, SHARPNESS, RMSE, MAE,
-           OOD_AUROC)
+BUILTIN = (CRPS, NLL, SPEARMAN, SPEARMAN_ROBUST, MISCALIBRATION_AREA, ENCE, COVERAGE_95,
+           SHARPNESS, RMSE, MAE, OOD_AUROC)

@@ -26,8 +26,14 @@ MAX_EDGES_PER_PASS = 200_000
 class TorchUQMethod(UQMethod):
     """Base for strategies whose fitted state is a list of torch modules (``models_``).
 
-    Subclasses set the defaults of their own hyperparameters and implement
-    `_build_members`, `_fit_members` (optional) and `_sample`.
+    Subclasses set the defaults of their own hyperparameters and implement `_sample`
+    (and, for more than one training stage, `_fit_member`).
+
+    Budget: ``max_epochs`` passes over the training set or, when ``max_steps`` is set,
+    ``max_steps`` optimiser steps per model over all of its training stages (the study
+    protocol's budget: equal for every method at a training size); an ensemble's members
+    each get the budget of one model. ``patience`` epochs without a better validation loss
+    end a stage early; each stage keeps its best-validation weights.
     """
 
     def __init__(
@@ -35,6 +41,7 @@ class TorchUQMethod(UQMethod):
         backbone: str = "egnn",
         backbone_options: dict | None = None,
         max_epochs: int = 300,
+        max_steps: int | None = None,
         lr: float = 1e-3,
         batch_size: int = 32,
         force_weight: float = 1.0,
@@ -48,6 +55,7 @@ class TorchUQMethod(UQMethod):
         self.backbone = backbone
         self.backbone_options = backbone_options
         self.max_epochs = max_epochs
+        self.max_steps = max_steps
         self.lr = lr
         self.batch_size = batch_size
         self.force_weight = force_weight
@@ -111,7 +119,24 @@ class TorchUQMethod(UQMethod):
             self.models_.append(model)
             self.history_.append(history)
         self.fit_seconds_ = time.perf_counter() - start
+        self.budget_ = self._budget_summary()
         return self
+
+    def _budget_summary(self) -> dict:
+        """Optimiser steps per model and stage as spent, against the budget."""
+        per_model = []
+        for history in self.history_:
+            stages = history.get("stages") or {"train": history}
+            per_model.append({name: h.get("steps", 0) for name, h in stages.items()})
+        return {"max_steps": self.max_steps, "max_epochs": self.max_epochs,
+                "steps_per_model": [sum(m.values()) for m in per_model],
+                "steps_by_stage": per_model}
+
+    def _stage_steps(self, fraction: float) -> int | None:
+        """A stage's share of ``max_steps`` (None when the budget is in epochs)."""
+        if self.max_steps is None:
+            return None
+        return int(round(fraction * self.max_steps))
 
     def _new_backbone(self, train_items: list[dict], member: int = 0) -> nn.Module:
         model = self._adapter.build().to(self.device_, self._torch_dtype)
@@ -127,11 +152,20 @@ class TorchUQMethod(UQMethod):
                               self.lr, member, f"member {member + 1}/{self._n_members()}")
         return model, history
 
-    def _train(self, model, train_items, val_items, loss_fn, max_epochs, lr, member, what):
+    def _train(self, model, train_items, val_items, loss_fn, max_epochs, lr, member, what,
+               max_steps: int | None = None, param_groups: list[dict] | None = None):
+        """One training stage. With ``max_steps`` None, a single-stage method spends the
+        whole ``self.max_steps`` (when set); multi-stage methods pass each stage's share
+        and an epoch count large enough that the steps decide."""
+        if max_steps is None and self.max_steps is not None:
+            max_steps = self.max_steps
+        if max_steps is not None:
+            max_epochs = max(max_epochs, max_steps)  # the step budget decides
         return train(
             model, train_items, val_items, loss_fn,
             max_epochs=max_epochs, lr=lr, batch_size=self.batch_size, patience=self.patience,
             device=self.device_, dtype=self._torch_dtype, seed=self.seed * 1000 + member,
+            max_steps=max_steps, param_groups=param_groups,
             desc=f"{self.key or type(self).__name__} {what}",
         )
 

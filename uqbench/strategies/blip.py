@@ -10,13 +10,19 @@ jointly by variational inference. No code is public; the choices made here (see 
   alpha = exp(log_alpha) given per row (edge for messages, atom for updates) and per
   function by the inference network; sampled with the local reparameterisation trick,
   y = x W^T + b + sqrt(alpha (x^2)(W^2)^T) * eps, eps ~ N(0, 1) per row and output.
-- Prior: log-uniform, with the KL approximation of Molchanov et al. (2017); KL per function
-  = number of weights x mean over rows of KL(alpha_row); divided by the training-set size.
-- Likelihood: Gaussian on the energy per atom and on every force component, with learned
-  homoscedastic noise scales (one for energies, one for forces), summed over a structure's
-  targets; the objective per structure is NLL + KL / N_train, the KL weight annealed
-  linearly from 0. (A fixed unit-variance likelihood was tried first: on 200 structures the
-  KL then drove every alpha to its maximum and the network learned nothing.)
+- Prior (``prior``): ``gaussian`` (default), N(0, 1/fan_in) on every weight — the scale of
+  a standard initialisation — whose KL has its minimum at a finite alpha (alpha w^2 =
+  1/fan_in); or ``log-uniform`` (Molchanov et al. 2017), whose KL falls monotonically in
+  alpha and so pushes every scale to its cap unless the likelihood holds it back (on
+  nbody at 100 structures it did not: every alpha at the cap, a model predicting zero).
+- Likelihood: Gaussian on the energy per atom and on the force components with learned
+  homoscedastic noise scales, averaged over targets and weighted like every other
+  strategy's loss (energy term + ``force_weight`` x force term); the objective per
+  structure is that NLL + ``kl_weight`` x KL / N_train (``kl_weight`` < 1 tempers the KL;
+  it is relative to this averaged likelihood). The KL weight warms up linearly from 0 over
+  the first ``kl_anneal`` of the variational stage.
+- Optional deterministic warm start: the backbone first trains with the MSE loss for
+  ``warm_start_fraction`` of the budget, then the variational stage spends the rest.
 For fixed eps, every sample is an ordinary potential: its forces are -grad E_s.
 """
 
@@ -41,6 +47,15 @@ LOG_ALPHA_MAX = 4.0  # noise std at most e^2 times a weight's magnitude
 def _soft_cap(raw: torch.Tensor) -> torch.Tensor:
     """log alpha <= LOG_ALPHA_MAX, smoothly: a hard clamp would stop all gradients there."""
     return LOG_ALPHA_MAX - F.softplus(LOG_ALPHA_MAX - raw)
+
+
+def kl_gaussian(log_alpha: torch.Tensor, n_weights: int, log_abs_w_sum: torch.Tensor,
+                w2_over_var_sum: torch.Tensor, log_prior_std_sum: float) -> torch.Tensor:
+    """KL(prod_j N(w_j, alpha w_j^2) || prod_j N(0, s_j^2)) over one function's weights,
+    for each row's alpha: sum_j [log s_j - log|w_j| - log(alpha)/2 + (1 + alpha) w_j^2 /
+    (2 s_j^2) - 1/2], with the sums over weights passed in (they do not depend on alpha)."""
+    return (log_prior_std_sum - log_abs_w_sum - 0.5 * n_weights * log_alpha
+            + 0.5 * (1.0 + torch.exp(log_alpha)) * w2_over_var_sum - 0.5 * n_weights)
 
 
 def kl_log_uniform(log_alpha: torch.Tensor) -> torch.Tensor:
@@ -79,18 +94,26 @@ class BLIPModel(nn.Module):
     per row and stores the KL of the rows it saw in ``last_kl``."""
 
     def __init__(self, backbone: nn.Module, adapter: BackboneAdapter, hidden: int,
-                 init_log_alpha: float) -> None:
+                 init_log_alpha: float, prior: str = "gaussian") -> None:
         super().__init__()
+        if prior not in ("gaussian", "log-uniform"):
+            raise ValueError(f"prior must be 'gaussian' or 'log-uniform'; got {prior!r}")
         self.backbone = backbone
+        self.prior = prior
         self._adapter = adapter
         self._context = _AlphaContext()
         self.groups: dict[str, tuple[str, int]] = {}  # group -> (domain, number of weights)
+        self._group_layers: dict[str, list[VariationalLinear]] = {}
         for group, domain, sites in adapter.message_update_sites(backbone):
             n_weights = 0
+            layers = []
             for site in sites:
                 n_weights += site.get().weight.numel()
-                site.set(VariationalLinear(site.get(), group, self._context))
+                layer = VariationalLinear(site.get(), group, self._context)
+                site.set(layer)
+                layers.append(layer)
             self.groups[group] = (domain, n_weights)
+            self._group_layers[group] = layers
         self._edge_groups = [g for g, (d, _) in self.groups.items() if d == "edge"]
         self._atom_groups = [g for g, (d, _) in self.groups.items() if d == "atom"]
         node_dim, edge_dim = adapter.invariant_dims(backbone)
@@ -128,13 +151,28 @@ class BLIPModel(nn.Module):
         la_node = _soft_cap(self.node_net(h0))
         log_alpha = {g: la_edge[:, k] for k, g in enumerate(self._edge_groups)}
         log_alpha.update({g: la_node[:, k] for k, g in enumerate(self._atom_groups)})
-        kl = sum(self.groups[g][1] * kl_log_uniform(la).mean() for g, la in log_alpha.items())
-        self.last_kl = kl
+        self.last_kl = sum(self._group_kl(g, la) for g, la in log_alpha.items())
         self._context.log_alpha = log_alpha
         try:
             return self.backbone(batch, **backbone_kwargs)
         finally:
             self._context.log_alpha = {}
+
+
+    def _group_kl(self, group: str, log_alpha: torch.Tensor) -> torch.Tensor:
+        """KL of one function's weights, averaged over the rows that saw it."""
+        n_weights = self.groups[group][1]
+        if self.prior == "log-uniform":
+            return n_weights * kl_log_uniform(log_alpha).mean()
+        log_abs_w, w2_over_var, log_std = 0.0, 0.0, 0.0
+        for layer in self._group_layers[group]:
+            w = layer.linear.weight
+            fan_in = w.shape[1]
+            w2 = w * w
+            log_abs_w = log_abs_w + 0.5 * torch.log(w2 + 1e-12).sum()
+            w2_over_var = w2_over_var + fan_in * w2.sum()  # prior variance 1 / fan_in
+            log_std = log_std - 0.5 * math.log(fan_in) * w.numel()
+        return kl_gaussian(log_alpha, n_weights, log_abs_w, w2_over_var, log_std).mean()
 
 
 class BLIP(TorchUQMethod):
@@ -144,51 +182,80 @@ class BLIP(TorchUQMethod):
                     "backbone_options": {"hidden": 32, "n_layers": 2}}
 
     def __init__(self, kl_weight: float = 1.0, kl_anneal: float = 0.25,
-                 inference_hidden: int = 32, init_log_alpha: float = -6.0, **kwargs) -> None:
+                 inference_hidden: int = 32, init_log_alpha: float = -6.0,
+                 prior: str = "gaussian", warm_start_fraction: float = 0.0,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.kl_weight = kl_weight
         self.kl_anneal = kl_anneal
         self.inference_hidden = inference_hidden
         self.init_log_alpha = init_log_alpha
+        self.prior = prior
+        self.warm_start_fraction = warm_start_fraction
 
     def _wrap(self, backbone: nn.Module) -> nn.Module:
-        return BLIPModel(backbone, self._adapter, self.inference_hidden, self.init_log_alpha)
+        return BLIPModel(backbone, self._adapter, self.inference_hidden, self.init_log_alpha,
+                         self.prior)
 
     def _fit_member(self, member, train_items, val_items):
-        model = self._wrap(self._new_backbone(train_items)).to(self.device_, self._torch_dtype)
+        if not 0.0 <= self.warm_start_fraction < 1.0:
+            raise ValueError(f"warm_start_fraction must be in [0, 1); got "
+                             f"{self.warm_start_fraction}")
+        backbone = self._new_backbone(train_items)
+        stages = {}
+        steps_per_epoch = math.ceil(len(train_items) / self.batch_size)
+        if self.max_steps is not None:
+            warm_steps = self._stage_steps(self.warm_start_fraction)
+            vi_steps, vi_epochs = self.max_steps - warm_steps, self.max_epochs
+            warm_epochs = self.max_epochs
+        else:
+            warm_epochs = int(round(self.warm_start_fraction * self.max_epochs))
+            warm_steps = None
+            vi_epochs, vi_steps = self.max_epochs - warm_epochs, None
+        if self.warm_start_fraction > 0:
+            stages["warm_start"] = self._train(backbone, train_items, val_items, self._loss,
+                                               warm_epochs, self.lr, member, "warm start",
+                                               max_steps=warm_steps)
+        model = self._wrap(backbone).to(self.device_, self._torch_dtype)
         self._n_train = len(train_items)
-        self._steps_per_epoch = math.ceil(len(train_items) / self.batch_size)
+        self._ramp_steps = self.kl_anneal * (vi_steps if vi_steps is not None
+                                             else vi_epochs * steps_per_epoch)
         self._step = 0
-        history = self._train(model, train_items, val_items, self._elbo_loss, self.max_epochs,
-                              self.lr, member, "variational inference")
+        stages["variational"] = self._train(model, train_items, val_items, self._elbo_loss,
+                                            vi_epochs, self.lr, member,
+                                            "variational inference", max_steps=vi_steps)
+        history = {"stages": stages,
+                   "epochs": sum(h["epochs"] for h in stages.values()),
+                   "steps": sum(h["steps"] for h in stages.values()),
+                   "train_loss": stages["variational"]["train_loss"],
+                   "val_loss": stages["variational"]["val_loss"]}
         return model, history
 
     def _kl_factor(self) -> float:
-        """KL weight, ramped linearly over the first ``kl_anneal`` fraction of max_epochs."""
-        ramp = self.kl_anneal * self.max_epochs * self._steps_per_epoch
-        if ramp <= 0:
+        """KL weight, ramped linearly over the first ``kl_anneal`` of the variational
+        stage's steps."""
+        if self._ramp_steps <= 0:
             return self.kl_weight
-        progress = self._step / ramp
-        return self.kl_weight * min(1.0, progress)
+        return self.kl_weight * min(1.0, self._step / self._ramp_steps)
 
     def _nll(self, model: BLIPModel, batch) -> torch.Tensor:
-        """Gaussian NLL per structure (energy per atom + its force components, + its stress
-        components where labelled), averaged."""
+        """Gaussian NLL weighted like the other strategies' losses: mean over structures of
+        the energy-per-atom term + force_weight x mean over force components (+
+        stress_weight x mean over labelled stress components)."""
         stress = uses_stress(batch, self.stress_weight)
         out = energy_and_forces(model, batch, create_graph=model.training, with_stress=stress)
         scale = model.energy_scale
         e_err = (out[0] - batch.energy) / batch.n_atoms / scale
         f_err = (out[1] - batch.forces) / scale
         ls_e, ls_f = model.log_sigma_energy, model.log_sigma_forces
-        nll_e = 0.5 * (e_err * torch.exp(-ls_e)) ** 2 + ls_e
-        nll_f_atoms = (0.5 * (f_err * torch.exp(-ls_f)) ** 2 + ls_f).sum(-1)
-        nll_f = torch.zeros_like(nll_e).index_add_(0, batch.structure, nll_f_atoms)
-        nll = (nll_e + self.force_weight * nll_f).mean()
+        nll_e = (0.5 * (e_err * torch.exp(-ls_e)) ** 2 + ls_e).mean()
+        nll_f = (0.5 * (f_err * torch.exp(-ls_f)) ** 2 + ls_f).mean()
+        nll = nll_e + self.force_weight * nll_f
         if stress:
             pred, true = stress_components(out[2], batch, scale)
             ls_s = model.log_sigma_stress
-            nll_s = (0.5 * ((pred - true) * torch.exp(-ls_s)) ** 2 + ls_s).sum(-1)
-            nll = nll + self.stress_weight * nll_s.sum() / batch.n_structures
+            nll = nll + self.stress_weight * (0.5 * ((pred - true) * torch.exp(-ls_s)) ** 2
+                                              + ls_s).mean()
         return nll
 
     def _elbo_loss(self, model: BLIPModel, batch) -> torch.Tensor:

@@ -27,12 +27,17 @@ class _RowContext:
 
 
 class ConditionalLayerNorm(nn.Module):
-    """LN(h) (1 + gamma(z)) + beta(z), gamma and beta linear in z, zero at initialisation."""
+    """LN(h) (1 + gamma(z)) + beta(z), gamma and beta linear in z, zero at initialisation.
+
+    With ``bound`` b, gamma and beta become b tanh(linear(z) / b): the same maps near zero,
+    but no noise draw can scale or shift a normalised feature by more than b.
+    """
 
     def __init__(self, norm: nn.LayerNorm, noise_dim: int, domain: str,
-                 context: _RowContext) -> None:
+                 context: _RowContext, bound: float | None = None) -> None:
         super().__init__()
         self.norm = norm
+        self.bound = bound
         width = norm.normalized_shape[-1]
         self.gamma = nn.Linear(noise_dim, width)
         self.beta = nn.Linear(noise_dim, width)
@@ -48,20 +53,31 @@ class ConditionalLayerNorm(nn.Module):
         if z is None:
             return out
         rows = self.context.rows[self.domain]
-        return out * (1.0 + self.gamma(z)[rows]) + self.beta(z)[rows]
+        gamma, beta = self.gamma(z), self.beta(z)
+        if self.bound is not None:
+            gamma = self.bound * torch.tanh(gamma / self.bound)
+            beta = self.bound * torch.tanh(beta / self.bound)
+        return out * (1.0 + gamma[rows]) + beta[rows]
 
 
 class PerturbedModel(nn.Module):
     """A backbone whose normalisation layers are conditioned on per-structure noise."""
 
-    def __init__(self, backbone: nn.Module, adapter: BackboneAdapter, noise_dim: int) -> None:
+    def __init__(self, backbone: nn.Module, adapter: BackboneAdapter, noise_dim: int,
+                 bound: float | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.noise_dim = noise_dim
         self._context = _RowContext()
         self._adapter = adapter
         for site in adapter.norm_sites(backbone):
-            site.set(ConditionalLayerNorm(site.get(), noise_dim, site.domain, self._context))
+            site.set(ConditionalLayerNorm(site.get(), noise_dim, site.domain, self._context,
+                                          bound))
+
+    def perturbation_parameters(self) -> list[nn.Parameter]:
+        """The maps from noise to scale and shift (gamma, beta) of every conditioned layer."""
+        return [p for m in self.modules() if isinstance(m, ConditionalLayerNorm)
+                for p in (*m.gamma.parameters(), *m.beta.parameters())]
 
     @property
     def energy_scale(self) -> torch.Tensor:
@@ -86,42 +102,75 @@ class PerturbedModel(nn.Module):
 class FunctionalPerturbation(TorchUQMethod):
     """P-<backbone>: deterministic MSE pretraining, then CRPS finetuning of all weights.
 
-    ``max_epochs``/``lr`` are the pretraining budget (``pretrain=False`` skips it: CRPS from
-    scratch); ``finetune_epochs``/``finetune_lr`` the CRPS stage, with ``train_samples``
-    samples per structure and ``force_weight`` weighting the force-component CRPS against
-    the energy-per-atom CRPS (both in units of the training force RMS).
+    Budget in epochs: ``max_epochs``/``lr`` are the pretraining stage (``pretrain=False``
+    skips it: CRPS from scratch), ``finetune_epochs``/``finetune_lr`` the CRPS stage. Budget
+    in steps (``max_steps``): the CRPS stage gets ``finetune_fraction`` of the steps and
+    pretraining the rest, so the whole fit spends what every other method spends.
+    The CRPS stage draws ``train_samples`` samples per structure and minimises the
+    almost-fair CRPS (``crps_alpha``: 1 is the fair CRPS) of the energy per atom plus
+    ``force_weight`` x that of the force components (in units of the training force RMS).
+    The noise-to-(gamma, beta) maps may have their own learning rate and weight decay
+    (``perturbation_lr``, ``perturbation_weight_decay``) and a bound (``perturbation_bound``).
     """
 
     quick_params = {"max_epochs": 10, "finetune_epochs": 8, "patience": 5, "lr": 3e-3,
                     "finetune_lr": 1e-3, "backbone_options": {"hidden": 32, "n_layers": 2}}
 
     def __init__(self, noise_dim: int = 32, train_samples: int = 4, finetune_epochs: int = 150,
-                 finetune_lr: float = 3e-4, pretrain: bool = True, **kwargs) -> None:
+                 finetune_lr: float = 3e-4, pretrain: bool = True,
+                 finetune_fraction: float = 0.3333, crps_alpha: float = 0.95,
+                 perturbation_lr: float | None = None, perturbation_weight_decay: float = 0.0,
+                 perturbation_bound: float | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.noise_dim = noise_dim
         self.train_samples = train_samples
         self.finetune_epochs = finetune_epochs
         self.finetune_lr = finetune_lr
         self.pretrain = pretrain
+        self.finetune_fraction = finetune_fraction
+        self.crps_alpha = crps_alpha
+        self.perturbation_lr = perturbation_lr
+        self.perturbation_weight_decay = perturbation_weight_decay
+        self.perturbation_bound = perturbation_bound
 
     def _wrap(self, backbone: nn.Module) -> nn.Module:
-        return PerturbedModel(backbone, self._adapter, self.noise_dim)
+        return PerturbedModel(backbone, self._adapter, self.noise_dim, self.perturbation_bound)
 
     def _fit_member(self, member, train_items, val_items):
         if self.train_samples < 2:
             raise ValueError("train_samples must be >= 2 for the fair CRPS")
+        if not 0.0 <= self.crps_alpha <= 1.0:
+            raise ValueError(f"crps_alpha must be in [0, 1]; got {self.crps_alpha}")
+        if not 0.0 < self.finetune_fraction <= 1.0:
+            raise ValueError(f"finetune_fraction must be in (0, 1]; got {self.finetune_fraction}")
         backbone = self._new_backbone(train_items)
-        history = {}
+        stages = {}
+        finetune_steps = self._stage_steps(self.finetune_fraction if self.pretrain else 1.0)
         if self.pretrain:
-            history["pretrain"] = self._train(backbone, train_items, val_items, self._loss,
-                                              self.max_epochs, self.lr, member, "pretraining")
+            pretrain_steps = (None if finetune_steps is None
+                              else self.max_steps - finetune_steps)
+            stages["pretrain"] = self._train(backbone, train_items, val_items, self._loss,
+                                             self.max_epochs, self.lr, member, "pretraining",
+                                             max_steps=pretrain_steps)
         model = self._wrap(backbone).to(self.device_, self._torch_dtype)
-        history["finetune"] = self._train(model, train_items, val_items, self._crps_loss,
-                                          self.finetune_epochs, self.finetune_lr, member,
-                                          "CRPS finetuning")
-        history["epochs"] = sum(h["epochs"] for h in history.values())
-        history["train_loss"] = history["finetune"]["train_loss"]
+        stages["finetune"] = self._train(
+            model, train_items, val_items, self._crps_loss, self.finetune_epochs,
+            self.finetune_lr, member, "CRPS finetuning", max_steps=finetune_steps,
+            param_groups=self._param_groups(model))
+        history = {"stages": stages,
+                   "epochs": sum(h["epochs"] for h in stages.values()),
+                   "steps": sum(h["steps"] for h in stages.values()),
+                   "train_loss": stages["finetune"]["train_loss"]}
+        history.update(stages)  # "pretrain" / "finetune" at the top level, as before
         return model, history
+
+    def _param_groups(self, model: PerturbedModel) -> list[dict]:
+        maps = model.perturbation_parameters()
+        ids = {id(p) for p in maps}
+        rest = [p for p in model.parameters() if id(p) not in ids]
+        lr = self.perturbation_lr if self.perturbation_lr is not None else self.finetune_lr
+        return [{"params": rest},
+                {"params": maps, "lr": lr, "weight_decay": self.perturbation_weight_decay}]
 
     def _noise(self, n: int, like: torch.Tensor) -> torch.Tensor:
         return torch.randn(n, self.noise_dim, device=like.device, dtype=like.dtype)
@@ -143,10 +192,12 @@ class FunctionalPerturbation(TorchUQMethod):
         f = out[1].reshape(s, -1, 3) / scale
         e_true = batch.energy / batch.n_atoms / scale
         f_true = batch.forces / scale
-        loss = fair_crps(e, e_true).mean() + self.force_weight * fair_crps(f, f_true).mean()
+        a = self.crps_alpha
+        loss = (fair_crps(e, e_true, a).mean()
+                + self.force_weight * fair_crps(f, f_true, a).mean())
         if stress:
             pred, true = stress_components(out[2].reshape(s, n, 3, 3), batch, scale)
-            loss = loss + self.stress_weight * fair_crps(pred, true).mean()
+            loss = loss + self.stress_weight * fair_crps(pred, true, a).mean()
         return loss
 
     def _copies_per_pass(self, n_samples: int) -> int:
