@@ -211,14 +211,21 @@ def leaderboard(results: Path, out: Path) -> None:
 @click.option("--metric", default="crps", show_default=True, help="A metric key.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Also write the table as CSV to this file.")
-def compare(results: Path, method: str, baseline: str, metric: str, out: Path | None) -> None:
-    """Relative improvement of METHOD over BASELINE, paired by seed, per training size."""
+@click.option("--include-collapsed", is_flag=True,
+              help="Also pair seeds where either run is collapsed (its mean no better "
+                   "than the constant predictor); left out by default.")
+def compare(results: Path, method: str, baseline: str, metric: str, out: Path | None,
+            include_collapsed: bool) -> None:
+    """Relative improvement of METHOD over BASELINE, paired by seed, per training size.
+
+    Seeds where either run is collapsed are left out unless --include-collapsed."""
     from uqbench.compare import relative_improvement
     from uqbench.leaderboard import load_records, tidy
 
     if not results.is_dir():
         raise UQBenchError(f"no results directory {str(results)!r}")
-    table = relative_improvement(tidy(load_records(results)[0]), method, baseline, metric)
+    table = relative_improvement(tidy(load_records(results)[0]), method, baseline, metric,
+                                 include_collapsed)
     click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,12 +11,14 @@ _DIRECTIONS = {m.key: m.direction for m in BUILTIN}
 
 
 def relative_improvement(frame: pd.DataFrame, method: str, baseline: str,
-                         metric: str = "crps") -> pd.DataFrame:
+                         metric: str = "crps", include_collapsed: bool = False) -> pd.DataFrame:
     """Improvement of ``method`` over ``baseline`` in % of the baseline, paired by seed.
 
     For a lower-is-better metric: 100 (baseline - method) / baseline; for higher-is-better:
     100 (method - baseline) / |baseline|. One row per dataset x train size x split x
-    target, with the mean, standard deviation, min and max over the paired seeds.
+    target, with the mean, standard deviation, min and max over the paired seeds. A seed
+    where either run is ``collapsed`` is left out of the pairing unless
+    ``include_collapsed`` (``n_collapsed_excluded`` counts them per row).
     """
     direction = _DIRECTIONS.get(metric)
     if direction not in ("lower", "higher"):
@@ -26,11 +28,20 @@ def relative_improvement(frame: pd.DataFrame, method: str, baseline: str,
             raise UQBenchError(f"no results for method {key!r}")
     keys = ["dataset", "train_size", "split", "target", "seed"]
     sub = frame[(frame["metric"] == metric) & ~frame["quick"]]
-    a = sub[sub["method"] == method].set_index(keys)["value"]
-    b = sub[sub["method"] == baseline].set_index(keys)["value"]
-    paired = pd.concat({"method": a, "baseline": b}, axis=1, join="inner").dropna()
+    a = sub[sub["method"] == method].set_index(keys)
+    b = sub[sub["method"] == baseline].set_index(keys)
+    paired = pd.concat({"method": a["value"], "baseline": b["value"]}, axis=1, join="inner")
+    flag = pd.concat({"a": a["collapsed"], "b": b["collapsed"]}, axis=1, join="inner")
+    bad = flag.fillna(False).astype(bool).any(axis=1)
+    excluded = bad.groupby(level=["dataset", "train_size", "split", "target"]).sum()
+    if not include_collapsed:
+        paired = paired[~bad.reindex(paired.index, fill_value=False)]
+    paired = paired.dropna()
     if paired.empty:
-        raise UQBenchError(f"no runs of {method!r} and {baseline!r} share a configuration")
+        why = (" once collapsed runs are left out (--include-collapsed keeps them)"
+               if bool(excluded.sum()) and not include_collapsed else "")
+        raise UQBenchError(f"no runs of {method!r} and {baseline!r} share a "
+                           f"configuration{why}")
     if direction == "lower":
         imp = 100 * (paired["baseline"] - paired["method"]) / paired["baseline"]
     else:
@@ -41,4 +52,6 @@ def relative_improvement(frame: pd.DataFrame, method: str, baseline: str,
     out = out.rename(columns=lambda c: f"improvement_pct_{c}" if c != "count" else "n_seeds")
     out[f"{method}_mean"] = group["method"].mean()
     out[f"{baseline}_mean"] = group["baseline"].mean()
+    out["n_collapsed_excluded"] = (0 if include_collapsed else
+                                   excluded.reindex(out.index, fill_value=0).astype(int))
     return out.reset_index()

@@ -13,10 +13,10 @@ from uqbench.results import read_record
 TIDY_COLUMNS = [
     "dataset", "method", "train_size", "seed", "quick", "split", "target", "metric", "value",
     "unit", "direction", "fit_s", "predict_s_per_structure", "n_parameters", "n_samples",
-    "device", "run_id",
+    "device", "collapsed", "steps_per_model", "threads", "commit", "dirty", "run_id",
 ]
-HEADLINE = ("crps", "nll", "spearman", "miscalibration_area", "ence", "coverage_95", "rmse",
-            "ood_auroc")
+HEADLINE = ("crps", "nll", "spearman", "spearman_robust", "miscalibration_area", "ence",
+            "coverage_95", "rmse", "ood_auroc")
 _SPECS = {m.key: m for m in BUILTIN}
 _UNITS = {"energy": "eV/atom", "forces": "eV/Å"}
 
@@ -36,6 +36,7 @@ def tidy(records: list[dict]) -> pd.DataFrame:
     """One row per run x split x target x metric, deterministically ordered."""
     rows = []
     for r in records:
+        run_facts = _run_facts(r)
         for split, targets in r["metrics"].items():
             for target, values in targets.items():
                 for metric, value in values.items():
@@ -53,7 +54,7 @@ def tidy(records: list[dict]) -> pd.DataFrame:
                         "fit_s": r["timings"]["fit_s"],
                         "predict_s_per_structure": r["timings"]["predict_s_per_structure"],
                         "n_parameters": r.get("n_parameters"), "n_samples": r.get("n_samples"),
-                        "device": r.get("device"), "run_id": r["run_id"],
+                        "device": r.get("device"), **run_facts, "run_id": r["run_id"],
                     })
     frame = pd.DataFrame(rows, columns=TIDY_COLUMNS)
     if frame.empty:
@@ -63,6 +64,21 @@ def tidy(records: list[dict]) -> pd.DataFrame:
         ["dataset", "method", "train_size", "seed", "split", "target", "metric", "run_id"],
         kind="stable",
     ).reset_index(drop=True)
+
+
+def _run_facts(record: dict) -> dict:
+    """Collapse verdict, budget and reproducibility facts of a record (None where an older
+    record lacks them)."""
+    prov = record.get("provenance") or {}
+    budget = record.get("budget") or {}
+    steps = budget.get("steps_per_model")
+    return {
+        "collapsed": (record.get("collapse") or {}).get("collapsed"),
+        "steps_per_model": max(steps) if steps else None,
+        "threads": record.get("threads", prov.get("threads")),
+        "commit": record.get("commit", prov.get("commit")),
+        "dirty": record.get("dirty", prov.get("dirty")),
+    }
 
 
 def wide(frame: pd.DataFrame) -> pd.DataFrame:
@@ -75,14 +91,20 @@ def wide(frame: pd.DataFrame) -> pd.DataFrame:
     cost = frame.groupby(keys, sort=True)[["fit_s", "predict_s_per_structure", "n_parameters",
                                             "n_samples"]].mean()
     seeds = frame.groupby(keys, sort=True)["seed"].nunique().rename("n_seeds")
-    return pd.concat([seeds, table[ordered], cost], axis=1).reset_index()
+    collapsed = frame.assign(c=frame["collapsed"].fillna(False).astype(bool)).groupby(
+        keys, sort=True).apply(lambda g: g.loc[g["c"], "seed"].nunique(),
+                               include_groups=False).rename("n_collapsed")
+    return pd.concat([seeds, collapsed, table[ordered], cost], axis=1).reset_index()
 
 
 def markdown(frame: pd.DataFrame, dataset: str) -> str:
     lines = [f"# {dataset}", "",
              "Mean ± standard deviation over seeds (n = seeds). Lower is better for CRPS, NLL, "
              "miscalibration area, ENCE and RMSE; higher for Spearman and OOD ROC-AUC; "
-             "coverage should be 0.95.", ""]
+             "coverage should be 0.95. `spearman_robust` uses the sample median and IQR "
+             "instead of mean and std. A row marked **COLLAPSED (k)** holds k seeds whose "
+             "mean did not beat the constant predictor (see `uqbench.collapse`): they are "
+             "averaged in here for the record, and no claim rests on them.", ""]
     sub = frame[frame["metric"].isin(HEADLINE)]
     splits = sorted(sub["split"].unique(), key=lambda s: (s != "test", s))  # ID first
     for target in sorted(sub["target"].unique()):
@@ -98,6 +120,8 @@ def _markdown_table(part: pd.DataFrame, target: str, split: str) -> list[str]:
     lines = [f"## {target} — {split}", ""]
     g = part.groupby(["method", "train_size", "quick", "metric"])["value"]
     agg = g.agg(["mean", "std", "count"]).reset_index()
+    flagged = part[part["collapsed"].fillna(False).astype(bool)]
+    n_collapsed = flagged.groupby(["method", "train_size", "quick"])["seed"].nunique()
     cols = [m for m in HEADLINE if m in set(agg["metric"])]
     lines.append("| method | train size | n | " + " | ".join(cols) + " |")
     lines.append("|---|---:|---:|" + "---:|" * len(cols))
@@ -112,6 +136,9 @@ def _markdown_table(part: pd.DataFrame, target: str, split: str) -> list[str]:
             cells.append(f"{mean:.4g}" + ("" if pd.isna(std) else f" ± {std:.2g}"))
         n = int(rows["count"].max())
         label = f"{method} (quick)" if quick else method
+        k = int(n_collapsed.get((method, size, quick), 0))
+        if k:
+            label += f" **COLLAPSED ({k})**"
         lines.append(f"| {label} | {size} | {n} | " + " | ".join(cells) + " |")
     lines.append("")
     return lines

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -115,10 +116,12 @@ def provenance(threads: int | None = None) -> dict[str, Any]:
     return out
 
 
+@functools.cache
 def git_state() -> tuple[str | None, bool | None]:
     """The commit of the source tree uqbench runs from and whether any tracked file differs
     from it (untracked files, such as records being written, do not count); (None, None)
-    outside a git checkout."""
+    outside a git checkout. Read once per process (the runner asks before a run starts), so
+    a commit made while a long study runs is not attributed to code already loaded."""
     src = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"],

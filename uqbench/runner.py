@@ -164,6 +164,9 @@ def run(cfg: RunConfig) -> tuple[Path, dict]:
     """Do the whole flow for one configuration and write its record; returns (path, record)."""
     import torch
 
+    from uqbench.results import git_state
+
+    git_state()  # the code this process runs: read before the run, not after it
     method, data_kwargs = prepare(cfg)
     rid, config = identity(cfg, method, data_kwargs)
     torch.set_num_threads(cfg.threads)

@@ -16,7 +16,8 @@ jointly by variational inference. No code is public; the choices made here (see 
   alpha and so pushes every scale to its cap unless the likelihood holds it back (on
   nbody at 100 structures it did not: every alpha at the cap, a model predicting zero).
 - Likelihood: Gaussian on the energy per atom and on the force components with learned
-  homoscedastic noise scales, averaged over targets and weighted like every other
+  homoscedastic noise scales (initialised at the network's RMS training residual when the
+  variational stage starts), averaged over targets and weighted like every other
   strategy's loss (energy term + ``force_weight`` x force term); the objective per
   structure is that NLL + ``kl_weight`` x KL / N_train (``kl_weight`` < 1 tempers the KL;
   it is relative to this averaged likelihood). The KL weight warms up linearly from 0 over
@@ -183,7 +184,7 @@ class BLIP(TorchUQMethod):
 
     def __init__(self, kl_weight: float = 1.0, kl_anneal: float = 0.25,
                  inference_hidden: int = 32, init_log_alpha: float = -6.0,
-                 prior: str = "gaussian", warm_start_fraction: float = 0.0,
+                 prior: str = "gaussian", warm_start_fraction: float = 0.5,
                  **kwargs) -> None:
         super().__init__(**kwargs)
         self.kl_weight = kl_weight
@@ -217,6 +218,7 @@ class BLIP(TorchUQMethod):
                                                warm_epochs, self.lr, member, "warm start",
                                                max_steps=warm_steps)
         model = self._wrap(backbone).to(self.device_, self._torch_dtype)
+        self._init_noise_scales(model, train_items)
         self._n_train = len(train_items)
         self._ramp_steps = self.kl_anneal * (vi_steps if vi_steps is not None
                                              else vi_epochs * steps_per_epoch)
@@ -230,6 +232,26 @@ class BLIP(TorchUQMethod):
                    "train_loss": stages["variational"]["train_loss"],
                    "val_loss": stages["variational"]["val_loss"]}
         return model, history
+
+    def _init_noise_scales(self, model: BLIPModel, train_items: list[dict]) -> None:
+        """Start the likelihood's noise scales at the RMS residual of the (noise-free)
+        network on the training set: after a warm start that is the fit already reached,
+        so the likelihood holds the network to it from the first variational step (starting
+        at 1, the scale of the labels themselves, let the KL undo the warm start)."""
+        from uqbench.training import batches
+
+        sq_e, sq_f, n_e, n_f = 0.0, 0.0, 0, 0
+        for batch in batches(train_items, 4 * self.batch_size, self.device_,
+                             self._torch_dtype):
+            e, f = (x.detach() for x in energy_and_forces(model, batch, stochastic=False)[:2])
+            scale = model.energy_scale
+            sq_e += float((((e - batch.energy) / batch.n_atoms / scale) ** 2).sum())
+            sq_f += float((((f - batch.forces) / scale) ** 2).sum())
+            n_e, n_f = n_e + batch.n_structures, n_f + f.numel()
+        with torch.no_grad():
+            for param, sq, n in ((model.log_sigma_energy, sq_e, n_e),
+                                 (model.log_sigma_forces, sq_f, n_f)):
+                param.fill_(0.5 * math.log(max(sq / max(n, 1), 1e-8)))
 
     def _kl_factor(self) -> float:
         """KL weight, ramped linearly over the first ``kl_anneal`` of the variational
