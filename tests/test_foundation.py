@@ -363,3 +363,39 @@ def test_orb_method_saves_loads_and_runs_in_float64(orb_ckpt, tmp_path):
     torch.testing.assert_close(e1, e2)
     torch.testing.assert_close(f1, f2)
     assert np.isfinite(again.predict_distribution(train).forces_samples).all()
+
+
+class _Evil:
+    """A pickle that would create a file when unpickled."""
+
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def test_chgnet_weights_are_read_as_data_never_as_code(tmp_path, capsys):
+    from chgnet.model import CHGNet
+
+    evil, marker = tmp_path / "evil.pt", tmp_path / "pwned"
+    torch.save({"model": _Evil(marker)}, evil)
+    assert main(["run", "--method", "p-chgnet", "--dataset", "silica-bks-small", "--quick",
+                 "--weights", str(evil), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("uqbench: error:") and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err and not marker.exists()
+    text = tmp_path / "text.pt"
+    text.write_text("not a checkpoint\n")
+    with pytest.raises(UQBenchError, match="cannot read CHGNet weights"):
+        make_adapter("chgnet", {"weights": str(text)}).build()
+    # A genuine checkpoint as CHGNet saves it loads, equal to the model saved.
+    model = CHGNet.load(verbose=False)
+    good = tmp_path / "good.pt"
+    torch.save({"model": model.as_dict()}, good)
+    loaded = make_adapter("chgnet", {"weights": str(good)}).build()
+    ref = model.state_dict()
+    got = loaded.model.state_dict()
+    assert set(got) == set(ref)
+    for name, tensor in got.items():
+        torch.testing.assert_close(tensor, ref[name])

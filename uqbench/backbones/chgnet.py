@@ -57,6 +57,29 @@ class CHGNetBackbone(FoundationBackbone):
         return energy * batch.n_atoms if m.is_intensive else energy
 
 
+def read_checkpoint(path: str) -> dict:
+    """The model part of a CHGNet checkpoint (``{"model": {"model_args", "state_dict"}}``, as
+    CHGNet and its trainer save it, or that part alone), read as data only: chgnet's own
+    ``CHGNet.from_file`` unpickles arbitrary objects, which would run code from the file."""
+    import pickle
+
+
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError,
+            TypeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UQBenchError(f"cannot read CHGNet weights {path} as plain tensors and numbers "
+                           f"(files are never unpickled as code): {first}") from None
+    model = state.get("model", state) if isinstance(state, dict) else None
+    if not (isinstance(model, dict) and isinstance(model.get("model_args"), dict)
+            and isinstance(model.get("state_dict"), dict)):
+        raise UQBenchError(f"{path} is not a CHGNet checkpoint (expected model_args and "
+                           "state_dict)")
+    return model
+
+
 class CHGNetAdapter(FoundationAdapter):
     """Options: ``model`` (a version shipped with chgnet, default 0.3.0), ``weights`` (a
     CHGNet checkpoint file, overrides ``model``), ``dropout`` (p of every dropout layer)."""
@@ -85,10 +108,7 @@ class CHGNetAdapter(FoundationAdapter):
                                "pip install 'uqbench[chgnet]'") from None
         weights = self.options.get("weights")
         if weights:
-            try:
-                return CHGNet.from_file(str(weights), verbose=False)
-            except (OSError, KeyError, RuntimeError) as exc:
-                raise UQBenchError(f"cannot load CHGNet weights {weights}: {exc}") from None
+            return CHGNet.from_dict(read_checkpoint(str(weights)), verbose=False)
         return CHGNet.load(model_name=self.options.get("model", DEFAULT_MODEL), verbose=False,
                            use_device="cpu")
 
