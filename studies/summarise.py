@@ -1,5 +1,6 @@
 """One metric of one dataset as a Markdown table: methods x (split, target), mean ± sd over
 seeds, from a leaderboard's tidy ``results.csv``. The README's study tables come from here.
+A NaN seed makes its cell NaN (and is counted); a method with collapsed seeds is marked.
 
     python studies/summarise.py leaderboard/results.csv --dataset silica-bks --metric spearman
 """
@@ -10,6 +11,8 @@ import argparse
 
 import pandas as pd
 
+from uqbench.leaderboard import seed_stats
+
 
 def table(frame: pd.DataFrame, dataset: str, metric: str, digits: int = 2) -> str:
     part = frame[(frame.dataset == dataset) & (frame.metric == metric) & ~frame.quick]
@@ -19,7 +22,11 @@ def table(frame: pd.DataFrame, dataset: str, metric: str, digits: int = 2) -> st
     columns = [(s, t) for s in splits for t in ("energy", "forces")
                if ((part.split == s) & (part.target == t)).any()]
     keys = ["method", "train_size", "split", "target"]
-    stats = part.groupby(keys).value.agg(["mean", "std", "count"])
+    stats = seed_stats(part.groupby(keys).value)
+    flags = part.drop_duplicates(["method", "train_size", "seed"])
+    collapsed = (flags[flags.get("collapsed", pd.Series(False, index=flags.index))
+                       .fillna(False).astype(bool)]
+                 .groupby(["method", "train_size"]).seed.nunique())
     lines = ["| method | train size | " + " | ".join(f"{s} {t}" for s, t in columns) + " |",
              "|---|---:|" + "---:|" * len(columns)]
     for method, size in sorted(set(zip(part.method, part.train_size, strict=True))):
@@ -30,8 +37,12 @@ def table(frame: pd.DataFrame, dataset: str, metric: str, digits: int = 2) -> st
                 continue
             row = stats.loc[(method, size, split, target)]
             sd = "" if pd.isna(row["std"]) else f" ± {row['std']:.{digits}f}"
-            cells.append(f"{row['mean']:.{digits}f}{sd} (n={int(row['count'])})")
-        lines.append(f"| {method} | {size} | " + " | ".join(cells) + " |")
+            bad = int(row["count"] - row["n_finite"])
+            cells.append(f"{row['mean']:.{digits}f}{sd} (n={int(row['count'])}"
+                         + (f", {bad} NaN" if bad else "") + ")")
+        k = int(collapsed.get((method, size), 0))
+        label = f"{method} **COLLAPSED {k}**" if k else method
+        lines.append(f"| {label} | {size} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -138,6 +138,10 @@ def sweep(sweep_file: Path, out: Path, scheduler: str | None, workers: int | Non
                                 cluster_spec=spec.get("cluster"))
     click.echo(f"sweep: {counts['done']} run, {counts['skipped']} already recorded, "
                f"{counts['failed']} failed")
+    if counts["failed"]:
+        click.echo(f"uqbench: {counts['failed']} run(s) failed; each left <run id>.failed "
+                   f"with its error under {out}", err=True)
+        raise SystemExit(1)
 
 
 def _list(kind: str) -> None:

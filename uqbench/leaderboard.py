@@ -81,10 +81,17 @@ def _run_facts(record: dict) -> dict:
     }
 
 
+def seed_stats(grouped) -> pd.DataFrame:
+    """Mean and standard deviation over seeds that a NaN seed cannot hide: both are NaN when
+    any seed is; ``count`` counts seeds and ``n_finite`` the finite ones."""
+    return grouped.agg(mean=lambda v: v.mean(skipna=False), std=lambda v: v.std(skipna=False),
+                       count="size", n_finite="count")
+
+
 def wide(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean, std and count over seeds, one row per method x train size x split x target."""
     keys = ["method", "train_size", "quick", "split", "target"]
-    stats = frame.groupby(keys + ["metric"], sort=True)["value"].agg(["mean", "std"])
+    stats = seed_stats(frame.groupby(keys + ["metric"], sort=True)["value"])[["mean", "std"]]
     table = stats.unstack("metric")
     table.columns = [f"{metric}_{stat}" for stat, metric in table.columns]
     ordered = sorted(table.columns, key=lambda c: (c.rsplit("_", 1)[0], c.rsplit("_", 1)[1]))
@@ -119,7 +126,7 @@ def _markdown_table(part: pd.DataFrame, target: str, split: str) -> list[str]:
     """One table: a row per method x training size, mean ± sd over seeds."""
     lines = [f"## {target} — {split}", ""]
     g = part.groupby(["method", "train_size", "quick", "metric"])["value"]
-    agg = g.agg(["mean", "std", "count"]).reset_index()
+    agg = seed_stats(g).reset_index()
     flagged = part[part["collapsed"].fillna(False).astype(bool)]
     n_collapsed = flagged.groupby(["method", "train_size", "quick"])["seed"].nunique()
     cols = [m for m in HEADLINE if m in set(agg["metric"])]
@@ -133,7 +140,9 @@ def _markdown_table(part: pd.DataFrame, target: str, split: str) -> list[str]:
                 cells.append("")
                 continue
             mean, std = row["mean"].iloc[0], row["std"].iloc[0]
-            cells.append(f"{mean:.4g}" + ("" if pd.isna(std) else f" ± {std:.2g}"))
+            n_bad = int(row["count"].iloc[0] - row["n_finite"].iloc[0])
+            cell = f"{mean:.4g}" + ("" if pd.isna(std) else f" ± {std:.2g}")
+            cells.append(cell + (f" ({n_bad} NaN)" if n_bad else ""))
         n = int(rows["count"].max())
         label = f"{method} (quick)" if quick else method
         k = int(n_collapsed.get((method, size, quick), 0))

@@ -34,6 +34,13 @@ class Prediction:
         _check_shape("forces_std", self.forces_std, (n_tot, 3))
         if (self.energy_samples is None) != (self.forces_samples is None):
             raise ValueError("energy_samples and forces_samples come together")
+        for name in ("energy", "forces"):
+            mean, std = getattr(self, f"{name}_mean"), getattr(self, f"{name}_std")
+            if np.any(std < 0):
+                raise ValueError(f"Prediction.{name}_std has negative entries")
+            if np.any(~np.isfinite(std) & np.isfinite(mean)):
+                raise ValueError(f"Prediction.{name}_std is not finite where the mean is "
+                                 "(a non-finite prediction must make the mean non-finite too)")
         if self.energy_samples is not None:
             s = self.energy_samples.shape[0]
             _check_shape("energy_samples", self.energy_samples, (s, n_struct))

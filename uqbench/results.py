@@ -70,6 +70,7 @@ def write_json_atomic(path: Path, payload: dict) -> None:
             json.dump(json_safe(payload), fh, indent=2, sort_keys=False, allow_nan=False)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; records are shared like other outputs
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -77,10 +78,26 @@ def write_json_atomic(path: Path, payload: dict) -> None:
 
 
 def read_record(path: Path) -> dict:
-    record = json.loads(Path(path).read_text())
+    """A record as data, checked for the shape the leaderboard relies on (ValueError if not):
+    a mapping with every required key, ``metrics`` as split -> target -> metric -> value."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not a uqbench record (not UTF-8 text: {exc.reason})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: not a uqbench record (not a JSON object)")
     missing = [k for k in REQUIRED_KEYS if k not in record]
     if missing:
         raise ValueError(f"{path}: not a uqbench record (missing {', '.join(missing)})")
+    metrics = record["metrics"]
+    if not (isinstance(metrics, dict) and all(
+            isinstance(t, dict) and all(isinstance(m, dict) for m in t.values())
+            for t in metrics.values())):
+        raise ValueError(f"{path}: not a uqbench record (metrics must map split -> target -> "
+                         "metric -> value)")
+    for key in ("method", "dataset"):
+        if not isinstance(record[key], dict) or "key" not in record[key]:
+            raise ValueError(f"{path}: not a uqbench record ({key} must hold a key)")
     return record
 
 

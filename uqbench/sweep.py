@@ -104,10 +104,23 @@ def expand(spec: dict[str, Any], out: Path) -> list[RunConfig]:
     return configs
 
 
+def recorded(path: Path) -> bool:
+    """Whether ``path`` holds a record that parses (a truncated or foreign file is rerun)."""
+    from uqbench.results import read_record
+
+    if not path.exists():
+        return False
+    try:
+        read_record(path)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def run_one(cfg: RunConfig) -> str:
     """Run one configuration unless already recorded: 'done', 'skipped' or 'failed'."""
     path = planned_path(cfg)
-    if path.exists():
+    if recorded(path):
         return "skipped"
     try:
         run(cfg)
@@ -148,7 +161,7 @@ def run_sweep_dask(configs: list[RunConfig], scheduler: str | None = None,
     """
     from distributed import Client, LocalCluster, as_completed
 
-    todo = [c for c in configs if not planned_path(c).exists()]
+    todo = [c for c in configs if not recorded(planned_path(c))]
     counts = {"done": 0, "skipped": len(configs) - len(todo), "failed": 0}
     if not todo:
         return counts

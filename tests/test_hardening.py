@@ -1,0 +1,97 @@
+"""Hardening: predictions that cannot be right are refused, NaN seeds stay visible,
+records are shared files, a sweep says when runs failed and reruns a broken record."""
+
+from __future__ import annotations
+
+import json
+import stat
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from uqbench.leaderboard import markdown, seed_stats, wide
+from uqbench.prediction import Prediction
+from uqbench.results import read_record, write_json_atomic
+
+
+def _pred(e_std, f_std=None, e_mean=None):
+    n = np.array([2])
+    return Prediction(n, np.zeros(1) if e_mean is None else e_mean, np.asarray(e_std, float),
+                      np.zeros((2, 3)), np.ones((2, 3)) if f_std is None else f_std)
+
+
+def test_prediction_refuses_negative_or_unexplained_nonfinite_std():
+    with pytest.raises(ValueError, match="negative"):
+        _pred([-0.1])
+    with pytest.raises(ValueError, match="not finite"):
+        _pred([np.nan])
+    with pytest.raises(ValueError, match="negative"):
+        _pred([0.1], f_std=-np.ones((2, 3)))
+    # A NaN prediction (mean and std NaN) flows on, to NaN metrics.
+    assert np.isnan(_pred([np.nan], e_mean=np.array([np.nan])).energy_std[0])
+
+
+def _frame(values):
+    rows = [{"dataset": "d", "method": "m", "train_size": 10, "quick": False, "split": "test",
+             "target": "energy", "metric": "crps", "value": v, "seed": k, "collapsed": False,
+             "fit_s": 1.0, "predict_s_per_structure": 0.1, "n_parameters": 1, "n_samples": 2}
+            for k, v in enumerate(values)]
+    return pd.DataFrame(rows)
+
+
+def test_a_nan_seed_is_never_averaged_away():
+    frame = _frame([1.0, np.nan])
+    stats = seed_stats(frame.groupby("method")["value"])
+    assert np.isnan(stats["mean"].iloc[0]) and stats["count"].iloc[0] == 2
+    assert stats["n_finite"].iloc[0] == 1
+    assert np.isnan(wide(frame)["crps_mean"].iloc[0])
+    assert "(1 NaN)" in markdown(frame, "d")
+    assert wide(_frame([1.0, 3.0]))["crps_mean"].iloc[0] == 2.0
+
+
+def test_records_are_world_readable(tmp_path):
+    path = tmp_path / "r.json"
+    write_json_atomic(path, {"a": 1})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize("text,why", [
+    ('{"schema_version": 1', "JSON"),
+    ("[1, 2]", "not a JSON object"),
+    (json.dumps({"schema_version": 1, "run_id": "x", "method": {"key": "m"},
+                 "dataset": {"key": "d"}, "train_size": 1, "seed": 0, "metrics": [1],
+                 "timings": {}, "provenance": {}}), "metrics must map"),
+])
+def test_broken_records_are_refused(tmp_path, text, why):
+    path = tmp_path / "r.json"
+    path.write_text(text)
+    with pytest.raises(ValueError):
+        read_record(path)
+
+
+def test_a_sweep_reruns_a_truncated_record_and_exits_nonzero_when_a_run_fails(tmp_path,
+                                                                             capsys):
+    from uqbench.cli import main
+    from uqbench.runner import planned_path
+    from uqbench.sweep import expand, load_sweep
+
+    spec_file = tmp_path / "s.yaml"
+    spec_file.write_text(
+        "methods: [egnn]\ndatasets: [nbody]\ntrain_sizes: [12]\nseeds: [0]\n"
+        "params:\n  - set: {max_steps: 2, backbone_options: {hidden: 8, n_layers: 1}}\n")
+    out = tmp_path / "out"
+    [cfg] = expand(load_sweep(spec_file), out)
+    path = planned_path(cfg)
+    path.parent.mkdir(parents=True)
+    path.write_text('{"schema_version": 1, "run_')  # a record cut off mid-write
+    assert main(["sweep", str(spec_file), "--out", str(out), "--serial"]) == 0
+    assert read_record(path)["method"]["key"] == "egnn"
+    assert "1 run, 0 already recorded, 0 failed" in capsys.readouterr().out
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(spec_file.read_text().replace("max_steps: 2", "max_steps: 2, lr: .nan"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", str(bad), "--out", str(tmp_path / "out2"), "--serial"])
+    assert exit_info.value.code == 1
+    assert "1 run(s) failed" in capsys.readouterr().err
