@@ -182,7 +182,7 @@ class BLIP(TorchUQMethod):
     quick_params = {"max_epochs": 15, "patience": 5, "lr": 3e-3,
                     "backbone_options": {"hidden": 32, "n_layers": 2}}
 
-    def __init__(self, kl_weight: float = 1.0, kl_anneal: float = 0.25,
+    def __init__(self, kl_weight: float = 1e-3, kl_anneal: float = 0.25,
                  inference_hidden: int = 32, init_log_alpha: float = -6.0,
                  prior: str = "gaussian", warm_start_fraction: float = 0.5,
                  **kwargs) -> None:
