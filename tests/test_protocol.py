@@ -259,7 +259,7 @@ def test_robust_spearman_is_not_driven_by_one_far_sample():
     samples[0, far] += 50.0  # one far sample: large std AND large error of the mean
     mean, std = samples.mean(0), samples.std(0, ddof=1)
     t = Target("energy", "eV", y, mean, std, samples, np.abs(mean - y), std, std)
-    assert SPEARMAN.compute(t) > 0.6
+    assert SPEARMAN.compute(t) > 0.4
     assert abs(SPEARMAN_ROBUST.compute(t)) < 0.2
 
 

@@ -132,6 +132,15 @@ def test_splits_labels_and_hot_distances(tiny_silica):
     assert dense.get_volume() == pytest.approx(alpha_quartz().get_volume() * 0.8, rel=1e-9)
 
 
+def test_silica_splits_are_whole_md_runs_labelled_by_phase(tiny_silica):
+    seen: dict[str, str] = {}
+    for name, frames in tiny_silica.splits.items():
+        for atoms in frames:  # the labels survive the cache (this fixture may come from it)
+            assert {"trajectory", "phase", "temperature"} <= set(atoms.info)
+            assert seen.setdefault(atoms.info["trajectory"], name) == name
+    assert {a.info["phase"] for a in tiny_silica.splits["ood-hot"]} == {"liquid"}
+
+
 def test_silica_is_deterministic(tiny_silica, tmp_path, monkeypatch):
     """Regenerated without the cache, serially (the fixture ran one process per core)."""
     monkeypatch.setenv("UQBENCH_CACHE", str(tmp_path))
