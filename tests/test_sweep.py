@@ -32,7 +32,7 @@ def test_expand_applies_rules_in_order(tmp_path):
     assert by[("mcdropout-egnn", 12)] == {"max_epochs": 1, "n_samples": 3}
 
 
-def test_sweep_resumes_and_records_failures(tmp_path):
+def test_sweep_resumes_and_records_failures(tmp_path, monkeypatch):
     path = tmp_path / "s.yaml"
     path.write_text(SPEC)
     out = tmp_path / "out"
@@ -41,15 +41,20 @@ def test_sweep_resumes_and_records_failures(tmp_path):
     assert run_sweep(configs, progress=False) == {"done": 2, "skipped": 2, "failed": 0}
     assert len(list(out.rglob("*.json"))) == 4
     bad = configs[0]
-    bad.params = {**bad.params, "lr": float("nan"), "max_epochs": 1}
+    bad.params = {**bad.params, "max_epochs": 2}  # a new id, and a run that fails
+
+    def diverge(cfg):
+        raise FloatingPointError("training: the training loss became nan")
+
+    monkeypatch.setattr("uqbench.sweep.run", diverge)
     counts = run_sweep([bad], progress=False)
     assert counts == {"done": 0, "skipped": 0, "failed": 1}
     failed = list(out.rglob("*.failed"))
-    assert len(failed) == 1 and "Invalid learning rate" in failed[0].read_text()
+    assert len(failed) == 1 and "training loss became" in failed[0].read_text()
 
 
 @pytest.mark.parametrize("text, message", [
-    ("methods: []\ndatasets: [nbody]\n", "'methods' must list"),
+    ("methods: []\ndatasets: [nbody]\n", "'methods' must be a list"),
     ("methods: [a]\ndatasets: [nbody]\nbogus: 1\n", "unknown key"),
     ("methods: [a]\ndatasets: [nbody]\nparams: [{when: {seed: 0}}]\n", "needs 'set'"),
     ("- just a list\n", "must be a mapping"),

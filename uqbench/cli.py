@@ -17,7 +17,11 @@ def _parse_params(values: tuple[str, ...]) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise UQBenchError(f"--param expects KEY=VALUE; got {item!r}")
-        params[key] = yaml.safe_load(raw)
+        try:
+            params[key] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            where = getattr(exc, "problem", None) or type(exc).__name__
+            raise UQBenchError(f"--param {key}: not valid YAML ({where}): {raw!r}") from None
     return params
 
 

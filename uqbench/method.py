@@ -33,6 +33,11 @@ class UQMethod(ABC):
         self, structures: list[Atoms], n_samples: int | None = None
     ) -> Prediction: ...
 
+    def check_prerequisites(self) -> None:
+        """Raise `uqbench.errors.UQBenchError` when something this method needs is missing
+        here (an optional package, a weights file); runs before any data is generated."""
+        return None
+
     def save(self, path: str | Path) -> None:
         raise NotImplementedError(f"{type(self).__name__} cannot be saved")
 
@@ -55,6 +60,16 @@ class UQMethod(ABC):
                 if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
                     names.setdefault(p.name)
         return {name: getattr(self, name) for name in names}
+
+    #: name -> constraint (`uqbench.params`: Interval, Options, Optional, Mapping); merged
+    #: over the class hierarchy and checked by `validate_params` before any work is done.
+    parameter_constraints: dict[str, Any] = {}
+
+    def validate_params(self) -> None:
+        """Raise ValueError when a hyperparameter is outside its declared constraint."""
+        from uqbench.params import validate
+
+        validate(self)
 
     def set_params(self, **params: Any) -> UQMethod:
         valid = self.get_params()

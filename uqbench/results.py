@@ -38,14 +38,21 @@ def _safe(name: str) -> str:
 
 
 def check_writable(out_dir: Path) -> None:
-    """Fail early (before any training) when results could not be written."""
+    """Fail early (before any training) when results could not be written, creating
+    nothing: the directory is made when the first record is written."""
+    if str(out_dir) == "":
+        raise UQBenchError("the output directory must not be empty (use . for here)")
     out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".probe-"):
-            pass
-    except OSError as exc:
-        raise UQBenchError(f"cannot write results to {str(out_dir)!r}: {exc.strerror}") from None
+    probe = out_dir
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise UQBenchError(f"cannot write results to {str(out_dir)!r}: {str(probe)!r} is "
+                           "not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UQBenchError(f"cannot write results to {str(out_dir)!r}: permission denied")
 
 
 def json_safe(obj: Any) -> Any:

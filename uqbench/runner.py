@@ -91,6 +91,11 @@ def prepare(cfg: RunConfig):
         raise UQBenchError(f"--threads must be a positive integer; got {cfg.threads!r}")
     if cfg.n_samples is not None and cfg.n_samples < 1:
         raise UQBenchError(f"--n-samples must be a positive integer; got {cfg.n_samples}")
+    runner_set = {"seed": "--seed", "device": "--device"}
+    clash = sorted(set(cfg.params) & set(runner_set))
+    if clash:
+        raise UQBenchError(f"set {clash[0]} with {runner_set[clash[0]]}, not as a "
+                           "hyperparameter (the runner sets it and records it)")
     loader = registry.dataset_loader(cfg.dataset)
     method = registry.create_method(cfg.method)
     defaults = method.get_params()
@@ -106,6 +111,7 @@ def prepare(cfg: RunConfig):
             raise ValueError(f"unknown hyperparameter(s) {', '.join(sorted(unknown))}")
         for key, value in cfg.params.items():
             _check_type(key, value, defaults.get(key))
+        method.validate_params()
     except ValueError as exc:
         raise UQBenchError(f"method {cfg.method!r}: {exc}") from None
     if cfg.weights:
@@ -117,6 +123,10 @@ def prepare(cfg: RunConfig):
     from uqbench.training import resolve_device
 
     resolve_device(cfg.device)
+    try:
+        method.check_prerequisites()
+    except ValueError as exc:
+        raise UQBenchError(f"method {cfg.method!r}: {exc}") from None
     data_kwargs = dict(cfg.dataset_options)
     accepted = inspect.signature(loader).parameters
     unknown = set(data_kwargs) - set(accepted)

@@ -55,8 +55,13 @@ def load_sweep(path: Path, profile: str | None = None) -> dict[str, Any]:
     """The sweep file as a mapping; ``profile`` overlays one entry of its ``profiles``."""
     try:
         spec = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise UQBenchError(f"cannot read sweep file {str(path)!r}: {exc}") from None
+    except OSError as exc:
+        raise UQBenchError(f"cannot read sweep file {str(path)!r}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UQBenchError(f"cannot read sweep file {str(path)!r}: not valid YAML{where} "
+                           f"({getattr(exc, 'problem', None) or type(exc).__name__})") from None
     if not isinstance(spec, dict):
         raise UQBenchError(f"sweep file {str(path)!r} must be a mapping")
     unknown = set(spec) - set(GRID_KEYS) - set(OPTIONAL_KEYS)
@@ -73,14 +78,58 @@ def load_sweep(path: Path, profile: str | None = None) -> dict[str, Any]:
             raise UQBenchError(f"sweep file: profile {profile!r} sets unknown key(s) "
                                f"{', '.join(sorted(bad))}")
         spec = {**spec, **overlay}
-    for key in ("methods", "datasets"):
-        if not spec.get(key):
-            raise UQBenchError(f"sweep file: {key!r} must list at least one entry")
-    for rule in spec.get("params") or []:
-        if not isinstance(rule, dict) or "set" not in rule or set(rule) - {"when", "set"}:
-            raise UQBenchError(f"sweep file: a params rule needs 'set' (and optional 'when'); "
-                               f"got {rule!r}")
+    _check_grid(spec)
     return spec
+
+
+#: What a ``when`` clause may test: the facts of one configuration.
+WHEN_KEYS = ("method", "dataset", "train_size", "seed")
+
+
+def _check_grid(spec: dict[str, Any]) -> None:
+    """One line for the first thing in the grid that is not what a sweep expects."""
+    from uqbench.params import SEED_MAX
+
+    def fail(msg: str):
+        raise UQBenchError(f"sweep file: {msg}")
+
+    for key in ("methods", "datasets"):
+        value = spec.get(key)
+        if not isinstance(value, list) or not value:
+            fail(f"{key!r} must be a list of at least one key, e.g. {key}: [a, b]; "
+                 f"got {value!r}")
+        if not all(isinstance(v, str) for v in value):
+            fail(f"{key!r} must list keys (strings); got {value!r}")
+    for key, ok, what in (
+        ("train_sizes", lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)
+                                                and v >= 1), "positive integers (or null)"),
+        ("seeds", lambda v: isinstance(v, int) and not isinstance(v, bool)
+         and 0 <= v <= SEED_MAX, f"integers in [0, {SEED_MAX}]"),
+    ):
+        if key not in spec or spec[key] is None:
+            continue
+        if not isinstance(spec[key], list):
+            fail(f"{key!r} must be a list, e.g. {key}: [100, 1000]; got {spec[key]!r}")
+        bad = [v for v in spec[key] if not ok(v)]
+        if bad:
+            fail(f"{key!r} must hold {what}; got {bad[0]!r}")
+    params = spec.get("params") or []
+    if not isinstance(params, list):
+        fail(f"'params' must be a list of rules; got {params!r}")
+    for rule in params:
+        if not isinstance(rule, dict) or "set" not in rule or set(rule) - {"when", "set"}:
+            fail(f"a params rule needs 'set' (and optional 'when'); got {rule!r}")
+        when = rule.get("when") or {}
+        if not isinstance(when, dict) or set(when) - set(WHEN_KEYS):
+            unknown = sorted(set(when) - set(WHEN_KEYS)) if isinstance(when, dict) else when
+            fail(f"a 'when' may test {', '.join(WHEN_KEYS)}; got {unknown!r}")
+        if not isinstance(rule["set"], dict):
+            fail(f"'set' must be a mapping of hyperparameters; got {rule['set']!r}")
+    n_samples, threads = spec.get("n_samples"), spec.get("threads")
+    for key, value in (("n_samples", n_samples), ("threads", threads)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            fail(f"{key!r} must be a positive integer; got {value!r}")
 
 
 def expand(spec: dict[str, Any], out: Path) -> list[RunConfig]:

@@ -56,6 +56,10 @@ class BackboneAdapter:
         """Fill options that depend on the data; returns the options now in force."""
         return dict(self.options)
 
+    def check_available(self) -> None:
+        """Raise `UQBenchError` when the backbone cannot be used here (a missing extra);
+        called before any data is generated, so it must be cheap."""
+
     def check_dtype(self, dtype: torch.dtype) -> None:
         """Raise `UQBenchError` when the backbone cannot run in ``dtype``."""
 

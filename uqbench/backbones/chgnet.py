@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from uqbench.backbones.adapter import Site, linear_sites
-from uqbench.backbones.foundation import FoundationAdapter, FoundationBackbone
+from uqbench.backbones.foundation import FoundationAdapter, FoundationBackbone, load_plain
 from uqbench.backbones.graph import graph_item_from_edges
 from uqbench.errors import UQBenchError
 
@@ -61,17 +61,7 @@ def read_checkpoint(path: str) -> dict:
     """The model part of a CHGNet checkpoint (``{"model": {"model_args", "state_dict"}}``, as
     CHGNet and its trainer save it, or that part alone), read as data only: chgnet's own
     ``CHGNet.from_file`` unpickles arbitrary objects, which would run code from the file."""
-    import pickle
-
-
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError,
-            TypeError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UQBenchError(f"cannot read CHGNet weights {path} as plain tensors and numbers "
-                           f"(files are never unpickled as code): {first}") from None
+    state = load_plain(path, "CHGNet")
     model = state.get("model", state) if isinstance(state, dict) else None
     if not (isinstance(model, dict) and isinstance(model.get("model_args"), dict)
             and isinstance(model.get("state_dict"), dict)):
@@ -100,12 +90,22 @@ class CHGNetAdapter(FoundationAdapter):
             self._pretrained = self._read()
         return self._pretrained
 
-    def _read(self) -> nn.Module:
+    def check_available(self) -> None:
+        self._library()
+        if self.options.get("weights"):
+            read_checkpoint(str(self.options["weights"]))
+
+    @staticmethod
+    def _library():
         try:
             from chgnet.model import CHGNet
-        except ImportError:
-            raise UQBenchError("the chgnet backbone needs the chgnet package: "
-                               "pip install 'uqbench[chgnet]'") from None
+        except ImportError as exc:  # chgnet itself, or one of its dependencies (pymatgen)
+            raise UQBenchError(f"the chgnet backbone needs the chgnet package ({exc.name or exc}"
+                               " is missing): pip install 'uqbench[chgnet]'") from None
+        return CHGNet
+
+    def _read(self) -> nn.Module:
+        CHGNet = self._library()  # noqa: N806 (a class)
         weights = self.options.get("weights")
         if weights:
             return CHGNet.from_dict(read_checkpoint(str(weights)), verbose=False)

@@ -60,3 +60,18 @@ class FoundationAdapter(BackboneAdapter):
         residuals = np.array(residuals)
         model.energy_shift.fill_(float(residuals.mean()))
         model.energy_scale.fill_(force_rms(items, residuals))
+
+
+def load_plain(path: str, what: str):
+    """A checkpoint read as data only (``torch.load(weights_only=True)``: tensors, numbers,
+    strings and containers; never code); one `UQBenchError` line for anything else."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError, TypeError,
+            AttributeError, ImportError) as exc:
+        kind = type(exc).__name__
+        raise UQBenchError(f"cannot read {what} weights {path}: not a checkpoint of plain "
+                           f"tensors and numbers ({kind}; files are never unpickled as "
+                           "code)") from None

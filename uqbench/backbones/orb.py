@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from uqbench.backbones.adapter import Site, linear_sites
-from uqbench.backbones.foundation import FoundationAdapter, FoundationBackbone
+from uqbench.backbones.foundation import FoundationAdapter, FoundationBackbone, load_plain
 from uqbench.backbones.graph import graph_item_from_edges
 from uqbench.dataset import FULL_FROM_VOIGT
 from uqbench.errors import UQBenchError
@@ -33,8 +33,8 @@ RADIUS = 6.0  # Å, every orb-v3 model
 def _orb():
     try:
         from orb_models.forcefield import pretrained
-    except ImportError:
-        raise UQBenchError("the orb backbone needs orb-models: "
+    except ImportError as exc:  # orb-models itself, or one of its dependencies
+        raise UQBenchError(f"the orb backbone needs orb-models ({exc.name or exc} is missing): "
                            "pip install 'uqbench[orb]'") from None
     return pretrained
 
@@ -112,6 +112,13 @@ class OrbAdapter(FoundationAdapter):
     ``max_neighbors`` (Orb's k; default 20 for ``-20-`` models, else 120), ``dropout``
     (p of the dropout added after every hidden activation, for MC dropout)."""
 
+    def check_available(self) -> None:
+        """orb-models importable, and the weights readable: a checkpoint given with
+        ``weights``, else the pretrained ones (downloaded once, or from orb-models' cache):
+        offline without either, this is where the run stops, before any data is made."""
+        _orb()
+        self._load()
+
     name = "orb"
 
     @classmethod
@@ -138,10 +145,7 @@ class OrbAdapter(FoundationAdapter):
 
         weights = self.options.get("weights")
         if weights:
-            try:
-                state = torch.load(weights, map_location="cpu", weights_only=True)
-            except (OSError, RuntimeError) as exc:
-                raise UQBenchError(f"cannot read Orb weights {weights}: {exc}") from None
+            state = load_plain(str(weights), "Orb")
             variant, arch = infer_architecture(state)
             build = getattr(pretrained, f"orb_v3_{variant}_architecture")
             model = build(**arch, system_config=SystemConfig(radius=RADIUS,

@@ -38,6 +38,10 @@ def read_labelled(path: str | Path) -> list[Atoms]:
             raise UQBenchError(f"{where} has no forces label")
         if not np.isfinite(atoms.positions).all():
             raise UQBenchError(f"{where} has non-finite positions")
+        shape = np.shape(atoms.arrays["forces"])
+        if shape != (len(atoms), 3):
+            raise UQBenchError(f"{where} has forces of shape {shape}; expected "
+                               f"({len(atoms)}, 3)")
         if not np.isfinite(atoms.info["energy"]) or not np.isfinite(atoms.arrays["forces"]).all():
             raise UQBenchError(f"{where} has a non-finite energy or forces")
         if "stress" in atoms.info and not np.isfinite(atoms.info["stress"]).all():

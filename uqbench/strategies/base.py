@@ -16,6 +16,7 @@ from uqbench.backbones.adapter import BackboneAdapter, energy_and_forces, make_a
 from uqbench.backbones.graph import collate
 from uqbench.errors import UQBenchError
 from uqbench.method import UQMethod
+from uqbench.params import SEED_MAX, Interval, Mapping, Optional, Options
 from uqbench.prediction import Prediction
 from uqbench.training import mse_loss, resolve_device, train
 
@@ -35,6 +36,21 @@ class TorchUQMethod(UQMethod):
     each get the budget of one model. ``patience`` epochs without a better validation loss
     end a stage early; each stage keeps its best-validation weights.
     """
+
+    parameter_constraints = {
+        "backbone_options": Mapping(),
+        "max_epochs": Interval(int, 0),
+        "max_steps": Optional(Interval(int, 0)),
+        "lr": Interval(float, 0, None, closed="neither"),
+        "batch_size": Interval(int, 1),
+        "force_weight": Interval(float, 0),
+        "stress_weight": Interval(float, 0),
+        "patience": Interval(int, 1),
+        "n_samples": Interval(int, 1),
+        "seed": Interval(int, 0, SEED_MAX),
+        "device": Options(("auto", "cpu", "cuda")),
+        "dtype": Options(("float32", "float64")),
+    }
 
     def __init__(
         self,
@@ -85,6 +101,14 @@ class TorchUQMethod(UQMethod):
     @functools.cached_property
     def _adapter(self) -> BackboneAdapter:
         return make_adapter(self.backbone, self._backbone_options())
+
+    def check_prerequisites(self) -> None:
+        """The backbone's package is importable (a fresh adapter: nothing is cached)."""
+        try:
+            adapter = make_adapter(self.backbone, self._backbone_options())
+        except ValueError as exc:
+            raise UQBenchError(str(exc)) from None
+        adapter.check_available()
 
     @property
     def _torch_dtype(self) -> torch.dtype:

@@ -36,6 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from uqbench.backbones.adapter import BackboneAdapter, energy_and_forces
+from uqbench.params import Interval, Options
 from uqbench.strategies.base import TorchUQMethod
 from uqbench.training import fixed_noise, stress_components, uses_stress
 
@@ -179,6 +180,14 @@ class BLIPModel(nn.Module):
 class BLIP(TorchUQMethod):
     """BLIP-<backbone>: adaptive variational dropout trained by variational inference."""
 
+    parameter_constraints = {
+        "kl_weight": Interval(float, 0),
+        "kl_anneal": Interval(float, 0, 1),
+        "inference_hidden": Interval(int, 1),
+        "init_log_alpha": Interval(float, None, LOG_ALPHA_MAX),
+        "prior": Options(("gaussian", "log-uniform")),
+        "warm_start_fraction": Interval(float, 0, 1, closed="left"),
+    }
     quick_params = {"max_epochs": 15, "patience": 5, "lr": 3e-3,
                     "backbone_options": {"hidden": 32, "n_layers": 2}}
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import torch
 
+from uqbench.params import Interval
 from uqbench.strategies.base import TorchUQMethod
 
 
 class DeepEnsemble(TorchUQMethod):
     """Deep ensemble of M backbones differing in initialisation and minibatch order."""
 
+    parameter_constraints = {"n_members": Interval(int, 2)}
     quick_params = {"max_epochs": 15, "patience": 5, "lr": 3e-3,
                     "backbone_options": {"hidden": 32, "n_layers": 2}}
 

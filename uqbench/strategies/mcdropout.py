@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from uqbench.params import Interval
 from uqbench.strategies.base import TorchUQMethod
 
 
@@ -14,6 +15,7 @@ class MCDropout(TorchUQMethod):
     row, so each replica is an independent dropout sample.
     """
 
+    parameter_constraints = {"dropout": Interval(float, 0, 1, closed="neither")}
     quick_params = {"max_epochs": 15, "patience": 5, "lr": 3e-3,
                     "backbone_options": {"hidden": 32, "n_layers": 2}}
 

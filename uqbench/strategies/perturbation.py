@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from uqbench.backbones.adapter import BackboneAdapter, energy_and_forces
+from uqbench.params import Interval, Optional, Options
 from uqbench.strategies.base import TorchUQMethod
 from uqbench.training import fair_crps, fixed_noise, stress_components, uses_stress
 
@@ -113,6 +114,18 @@ class FunctionalPerturbation(TorchUQMethod):
     (``perturbation_lr``, ``perturbation_weight_decay``) and a bound (``perturbation_bound``).
     """
 
+    parameter_constraints = {
+        "noise_dim": Interval(int, 1),
+        "train_samples": Interval(int, 2),
+        "finetune_epochs": Interval(int, 0),
+        "finetune_lr": Interval(float, 0, None, closed="neither"),
+        "pretrain": Options((True, False)),
+        "finetune_fraction": Interval(float, 0, 1, closed="right"),
+        "crps_alpha": Interval(float, 0, 1),
+        "perturbation_lr": Optional(Interval(float, 0, None, closed="neither")),
+        "perturbation_weight_decay": Interval(float, 0),
+        "perturbation_bound": Optional(Interval(float, 0, None, closed="neither")),
+    }
     quick_params = {"max_epochs": 10, "finetune_epochs": 8, "patience": 5, "lr": 3e-3,
                     "finetune_lr": 1e-3, "backbone_options": {"hidden": 32, "n_layers": 2}}
 
