@@ -173,3 +173,21 @@ def test_silica_bks_small_cells():
     assert {len(a) for a in data.splits["ood-hot"]} == {18}
     for atoms in data.splits["ood-defect"]:
         assert (atoms.numbers == 14).sum() * 2 == (atoms.numbers == 8).sum()
+
+
+def test_generation_works_from_a_script_without_a_main_guard(tmp_path):
+    """spawn would re-run an unguarded script in every worker (BrokenProcessPool)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "plain.py"
+    script.write_text(
+        "import uqbench\n"
+        "ds = uqbench.load_dataset('silica-bks-small', train_size=10, val_size=10,\n"
+        "                          test_size=10, ood_size=10, melt_steps=20, quench_steps=40,\n"
+        "                          use_cache=False, n_jobs=2)\n"
+        "print(sum(ds.sizes().values()))\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "60"

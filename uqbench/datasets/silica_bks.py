@@ -150,6 +150,28 @@ def trajectory(seed: int, pool: str, k: int, glasses: dict[str, Atoms],
 
 
 @contextlib.contextmanager
+def _main_hidden():
+    """Hide the user's ``__main__`` from spawned workers while they start: spawn would
+    re-run a script without an ``if __name__ == "__main__":`` guard in every worker (which
+    then tries to start its own pool). The work sent to them lives in uqbench, which the
+    workers import by name, so they never need the script."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    saved = {k: getattr(main, k) for k in ("__file__", "__spec__") if hasattr(main, k)}
+    try:
+        for key in saved:
+            if key == "__file__":
+                delattr(main, key)
+            else:
+                setattr(main, key, None)
+        yield
+    finally:
+        for key, value in saved.items():
+            setattr(main, key, value)
+
+
+@contextlib.contextmanager
 def _pool(n_jobs: int | None):
     """``run(fn, argument tuples, bar)`` -> results in order, on a process pool when more
     than one job is asked for and this process may have children (a Dask worker may not)."""
@@ -167,7 +189,8 @@ def _pool(n_jobs: int | None):
     # spawn, not fork: the parent may hold torch's thread pools.
     with ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
         def parallel(fn, args, bar):
-            futures = [ex.submit(fn, *a) for a in args]
+            with _main_hidden():  # workers start during these submits
+                futures = [ex.submit(fn, *a) for a in args]
             for f in as_completed(futures):
                 f.result()
                 bar.update(1)
