@@ -95,3 +95,22 @@ def test_a_sweep_reruns_a_truncated_record_and_exits_nonzero_when_a_run_fails(tm
         main(["sweep", str(bad), "--out", str(tmp_path / "out2"), "--serial"])
     assert exit_info.value.code == 1
     assert "1 run(s) failed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "garbage"])
+def test_a_corrupt_cache_file_is_regenerated_with_one_line(tmp_path, monkeypatch, capsys,
+                                                          damage):
+    from uqbench.datasets.nbody import load_nbody
+
+    monkeypatch.setenv("UQBENCH_CACHE", str(tmp_path))
+    opts = dict(train_size=5, val_size=5, test_size=5, ood_size=5)
+    first = load_nbody(**opts)
+    [path] = list(tmp_path.rglob("*.npz"))
+    data = path.read_bytes()
+    path.write_bytes({"truncate": data[: len(data) // 2], "empty": b"",
+                      "garbage": b"not a zip"}[damage])
+    again = load_nbody(**opts)
+    err = capsys.readouterr().err
+    assert "unreadable" in err and str(path) in err
+    assert np.array_equal(again.splits["test"][0].positions, first.splits["test"][0].positions)
+    assert load_nbody(**opts).sizes() == first.sizes()  # the regenerated file reads back

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,9 +32,16 @@ INFO_KEYS = ("trajectory", "phase", "temperature")
 
 def cached_splits(path: Path, use_cache: bool,
                   make: Callable[[], dict[str, list[Atoms]]]) -> dict[str, list[Atoms]]:
-    """The splits stored at ``path``, or ``make()`` (then stored) when absent."""
+    """The splits stored at ``path``, or ``make()`` (then stored) when absent. A cached file
+    that cannot be read back whole (truncated, empty, not an archive of splits) is said to
+    be so in one line and made again."""
     if use_cache and path.exists():
-        return read_splits(path)
+        try:
+            return read_splits(path)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            print(f"uqbench: note: cached data {path} is unreadable ({type(exc).__name__}); "
+                  "generating it again", file=sys.stderr)
+            path.unlink(missing_ok=True)
     splits = make()
     if use_cache:
         write_splits(path, splits)
