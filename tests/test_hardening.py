@@ -71,7 +71,8 @@ def test_broken_records_are_refused(tmp_path, text, why):
 
 
 def test_a_sweep_reruns_a_truncated_record_and_exits_nonzero_when_a_run_fails(tmp_path,
-                                                                             capsys):
+                                                                             capsys,
+                                                                             monkeypatch):
     from uqbench.cli import main
     from uqbench.runner import planned_path
     from uqbench.sweep import expand, load_sweep
@@ -89,10 +90,12 @@ def test_a_sweep_reruns_a_truncated_record_and_exits_nonzero_when_a_run_fails(tm
     assert read_record(path)["method"]["key"] == "egnn"
     assert "1 run, 0 already recorded, 0 failed" in capsys.readouterr().out
 
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(spec_file.read_text().replace("max_steps: 2", "max_steps: 2, lr: .nan"))
+    def diverge(cfg):
+        raise FloatingPointError("the training loss became nan")
+
+    monkeypatch.setattr("uqbench.sweep.run", diverge)
     with pytest.raises(SystemExit) as exit_info:
-        main(["sweep", str(bad), "--out", str(tmp_path / "out2"), "--serial"])
+        main(["sweep", str(spec_file), "--out", str(tmp_path / "out2"), "--serial"])
     assert exit_info.value.code == 1
     assert "1 run(s) failed" in capsys.readouterr().err
 
@@ -114,3 +117,36 @@ def test_a_corrupt_cache_file_is_regenerated_with_one_line(tmp_path, monkeypatch
     assert "unreadable" in err and str(path) in err
     assert np.array_equal(again.splits["test"][0].positions, first.splits["test"][0].positions)
     assert load_nbody(**opts).sizes() == first.sizes()  # the regenerated file reads back
+
+
+def test_a_nan_record_beside_a_good_one_leaderboard_and_plot_succeed(tmp_path, capsys):
+    import copy
+
+    from uqbench.cli import main
+    from uqbench.runner import RunConfig, run
+
+    cfg = RunConfig(method="mcdropout-egnn", dataset="nbody", train_size=12, seed=0,
+                    device="cpu", n_samples=3,
+                    params={"max_steps": 3, "backbone_options": {"hidden": 8, "n_layers": 1}},
+                    dataset_options={"test_size": 8, "ood_size": 8, "val_size": 8},
+                    out=tmp_path / "rec")
+    path, good = run(cfg)
+    bad = copy.deepcopy(good)
+    bad["seed"], bad["run_id"] = 1, good["run_id"].replace("seed0", "seed1")
+    for split in bad["metrics"].values():
+        for target in split.values():
+            for key in target:
+                target[key] = float("nan")
+    for split in bad["curves"].values():
+        for target in split.values():
+            for key in target:
+                target[key] = [float("nan")] * len(target[key])
+    bad_path = path.with_name(f"{bad['run_id']}.json")
+    write_json_atomic(bad_path, bad)
+    assert main(["leaderboard", "--results", str(tmp_path / "rec"), "--out",
+                 str(tmp_path / "lb")]) == 0
+    table = pd.read_csv(tmp_path / "lb" / "nbody.csv")
+    assert table["crps_mean"].isna().all()  # the NaN seed is not averaged away
+    assert "NaN" in (tmp_path / "lb" / "nbody.md").read_text()
+    assert main(["plot", str(bad_path), "--out", str(tmp_path / "bad.png")]) == 0
+    assert (tmp_path / "bad.png").stat().st_size > 0

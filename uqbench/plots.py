@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
@@ -60,10 +61,24 @@ def metric_vs_train_size_grid(frame: pd.DataFrame, metric: str, path: Path) -> P
     return _save(fig, path)
 
 
+def _finite_pairs(x, y) -> tuple[np.ndarray, np.ndarray]:
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    return x[keep], y[keep]
+
+
+def _nothing_to_draw(ax: Axes) -> Axes:
+    ax.text(0.5, 0.5, "no finite values\n(NaN predictions)", ha="center", va="center",
+            transform=ax.transAxes, color="0.4")
+    return ax
+
+
 def calibration(curve: dict, ax: Axes | None = None, label: str | None = None) -> Axes:
     """Observed vs expected proportion in centred intervals; the diagonal is perfect."""
     ax = ax or plt.gca()
     ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--")
+    if not _finite_pairs(curve["expected_proportion"], curve["observed_proportion"])[0].size:
+        return _nothing_to_draw(ax)
     ax.plot(curve["expected_proportion"], curve["observed_proportion"], marker=".",
             label=label)
     ax.set_xlabel("expected proportion in interval")
@@ -77,7 +92,9 @@ def rmse_vs_rmv(curve: dict, unit: str = "", ax: Axes | None = None,
                 label: str | None = None) -> Axes:
     """Error-based calibration: RMSE against RMV per bin of predicted std, with y = x."""
     ax = ax or plt.gca()
-    rmv, rmse = curve["rmv"], curve["rmse"]
+    rmv, rmse = _finite_pairs(curve["rmv"], curve["rmse"])
+    if not rmv.size:
+        return _nothing_to_draw(ax)
     ax.plot(rmv, rmse, marker="o", label=label)
     lo = min(min(rmv), min(rmse))
     hi = max(max(rmv), max(rmse))
@@ -93,7 +110,9 @@ def error_vs_std(curve: dict, unit: str = "", ax: Axes | None = None,
                  label: str | None = None) -> Axes:
     """|error| against predicted std (a strided subsample of the targets), log-log."""
     ax = ax or plt.gca()
-    err, std = curve["abs_error"], curve["std"]
+    err, std = _finite_pairs(curve["abs_error"], curve["std"])
+    if not err.size:
+        return _nothing_to_draw(ax)
     ax.scatter(std, err, s=6, alpha=0.5, label=label)
     positive = [v for v in list(err) + list(std) if v > 0]
     if positive:

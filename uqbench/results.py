@@ -105,7 +105,24 @@ def read_record(path: Path) -> dict:
     for key in ("method", "dataset"):
         if not isinstance(record[key], dict) or "key" not in record[key]:
             raise ValueError(f"{path}: not a uqbench record ({key} must hold a key)")
+    for key in ("metrics", "curves"):
+        if key in record:
+            record[key] = restore_floats(record[key])
     return record
+
+
+_SPECIAL = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def restore_floats(obj: Any) -> Any:
+    """Undo `json_safe` for numbers: "NaN", "Infinity" and "-Infinity" become floats."""
+    if isinstance(obj, str):
+        return _SPECIAL.get(obj, obj)
+    if isinstance(obj, dict):
+        return {k: restore_floats(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [restore_floats(v) for v in obj]
+    return obj
 
 
 def provenance(threads: int | None = None) -> dict[str, Any]:
