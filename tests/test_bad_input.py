@@ -56,6 +56,7 @@ CASES = [
     (RUN + ["-p", "n_samples=0"], "n_samples"),
     (RUN + ["-p", "backbone_options={hidden: 32"], "YAML"),
     (RUN + ["-p", "max_epochs=abc"], "max_epochs"),
+    (RUN + ["-p", "backbone_options={hiden: 32}"], "no option"),
     (RUN + ["-p", "max_epochs=2.5"], "max_epochs"),
     (RUN + ["-p", "lr=-1"], "lr"),
     (RUN + ["-p", "lr=.nan"], "lr"),

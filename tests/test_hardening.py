@@ -150,3 +150,45 @@ def test_a_nan_record_beside_a_good_one_leaderboard_and_plot_succeed(tmp_path, c
     assert "NaN" in (tmp_path / "lb" / "nbody.md").read_text()
     assert main(["plot", str(bad_path), "--out", str(tmp_path / "bad.png")]) == 0
     assert (tmp_path / "bad.png").stat().st_size > 0
+
+
+def test_fit_takes_calculator_labels_and_refuses_nan_labels():
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    import uqbench
+    from uqbench.datasets.nbody import load_nbody
+    from uqbench.errors import UQBenchError
+
+    data = load_nbody(train_size=8, val_size=4, test_size=4, ood_size=4, use_cache=False)
+    read_back = []
+    for a in data.splits["train"]:
+        b = a.copy()
+        b.calc = SinglePointCalculator(b, energy=a.info["energy"], forces=a.arrays["forces"])
+        del b.info["energy"]
+        del b.arrays["forces"]
+        read_back.append(b)
+    method = uqbench.create_method("egnn", max_steps=2, device="cpu",
+                                   backbone_options={"hidden": 8, "n_layers": 1})
+    method.fit(read_back)  # as ase.io.read gives them
+    assert read_back[0].calc is not None  # the caller's structures are left as they were
+    bad = [a.copy() for a in data.splits["train"]]
+    bad[2].info["energy"] = float("nan")
+    with pytest.raises(UQBenchError, match="non-finite"):
+        method.fit(bad)
+
+
+def test_file_dataset_refuses_a_nonpositive_train_size(tmp_path):
+    from ase.io import write
+
+    import uqbench
+    from uqbench.datasets.nbody import load_nbody
+    from uqbench.errors import UQBenchError
+
+    frames = load_nbody(train_size=20, val_size=4, test_size=4, ood_size=4,
+                        use_cache=False).splits["train"]
+    for a in frames:
+        a.set_chemical_symbols(["H"] * len(a))
+    path = tmp_path / "d.xyz"
+    write(path, frames)
+    with pytest.raises(UQBenchError, match="positive integer"):
+        uqbench.load_dataset(str(path), train_size=-3)

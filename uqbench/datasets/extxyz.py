@@ -87,6 +87,9 @@ def assign_splits(frames: list[Atoms], split_key: str | None, split_map: dict | 
         splits["val"] = items[n_test:n_test + n_val]
         splits["train"] = items[n_test + n_val:]
     if train_size is not None:
+        if isinstance(train_size, bool) or not isinstance(train_size, int) or train_size < 1:
+            raise UQBenchError(f"{source}train size must be a positive integer; got "
+                               f"{train_size!r}")
         if train_size > len(splits.get("train", [])):
             raise UQBenchError(f"{source}train size {train_size} exceeds the "
                                f"{len(splits.get('train', []))} training structures")

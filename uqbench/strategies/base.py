@@ -108,6 +108,11 @@ class TorchUQMethod(UQMethod):
             adapter = make_adapter(self.backbone, self._backbone_options())
         except ValueError as exc:
             raise UQBenchError(str(exc)) from None
+        unknown = sorted(set(self._backbone_options()) - set(type(adapter).defaults()))
+        if unknown:
+            raise UQBenchError(f"backbone {self.backbone!r} has no option(s) "
+                               f"{', '.join(map(repr, unknown))}; it takes "
+                               f"{', '.join(type(adapter).defaults())}")
         adapter.check_available()
 
     @property
@@ -125,9 +130,9 @@ class TorchUQMethod(UQMethod):
             weight = getattr(self, name)
             if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
                 raise UQBenchError(f"{name} must be a number >= 0; got {weight!r}")
-        _check_labelled(train_set, "train")
+        train_set = _labelled(train_set, "train")
         if val:
-            _check_labelled(val, "val")
+            val = _labelled(val, "val")
         self.device_ = resolve_device(self.device)
         self._adapter.check_dtype(self._torch_dtype)
         self.backbone_options_ = self._adapter.resolve(train_set)
@@ -277,9 +282,24 @@ def _chunks(items: list[dict], max_edges: int):
         yield chunk
 
 
-def _check_labelled(structures: list[Atoms], split: str) -> None:
+def _labelled(structures: list[Atoms], split: str) -> list[Atoms]:
+    """The structures with their labels where uqbench reads them (copies: a calculator's
+    results, as ``ase.io.read`` gives them, move to ``info``/``arrays``), checked to be
+    present and finite before any training."""
+    from uqbench.dataset import normalise_labels
+
     if not structures:
         raise UQBenchError(f"the {split} split is empty")
+    out = []
     for i, a in enumerate(structures):
+        if a.calc is not None:
+            calc = a.calc
+            a = a.copy()
+            a.calc = calc
+            a = normalise_labels(a)
         if "energy" not in a.info or "forces" not in a.arrays:
             raise UQBenchError(f"{split} structure {i} lacks an energy or forces label")
+        if not np.isfinite(a.info["energy"]) or not np.isfinite(a.arrays["forces"]).all():
+            raise UQBenchError(f"{split} structure {i} has a non-finite energy or force label")
+        out.append(a)
+    return out
