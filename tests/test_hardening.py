@@ -192,3 +192,30 @@ def test_file_dataset_refuses_a_nonpositive_train_size(tmp_path):
     write(path, frames)
     with pytest.raises(UQBenchError, match="positive integer"):
         uqbench.load_dataset(str(path), train_size=-3)
+
+
+def test_compare_keeps_a_nan_seed_visible():
+    from uqbench.compare import relative_improvement
+
+    rows = [{"dataset": "d", "train_size": 10, "split": "test", "target": "energy",
+             "seed": seed, "metric": "crps", "value": value, "quick": False, "method": m,
+             "collapsed": False}
+            for seed, (a, b) in enumerate(((1.0, 2.0), (np.nan, 2.0)))
+            for m, value in (("a", a), ("b", b))]
+    out = relative_improvement(pd.DataFrame(rows), "a", "b", "crps")
+    assert out["n_seeds"].tolist() == [2] and out["n_nan"].tolist() == [1]
+    assert np.isnan(out["improvement_pct_mean"].iloc[0])
+
+
+def test_a_missing_extra_is_named_before_any_data(monkeypatch, tmp_path, capsys):
+    import sys
+
+    from uqbench.cli import main
+
+    monkeypatch.setitem(sys.modules, "chgnet", None)  # import chgnet -> ImportError
+    monkeypatch.setitem(sys.modules, "chgnet.model", None)
+    code = main(["run", "--method", "p-chgnet", "--dataset", "silica-bks-small", "--quick",
+                 "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "pip install 'uqbench[chgnet]'" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()

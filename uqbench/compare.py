@@ -36,7 +36,6 @@ def relative_improvement(frame: pd.DataFrame, method: str, baseline: str,
     excluded = bad.groupby(level=["dataset", "train_size", "split", "target"]).sum()
     if not include_collapsed:
         paired = paired[~bad.reindex(paired.index, fill_value=False)]
-    paired = paired.dropna()
     if paired.empty:
         why = (" once collapsed runs are left out (--include-collapsed keeps them)"
                if bool(excluded.sum()) and not include_collapsed else "")
@@ -48,10 +47,15 @@ def relative_improvement(frame: pd.DataFrame, method: str, baseline: str,
         imp = 100 * (paired["method"] - paired["baseline"]) / paired["baseline"].abs()
     paired["improvement_pct"] = imp
     group = paired.groupby(level=["dataset", "train_size", "split", "target"], sort=True)
-    out = group["improvement_pct"].agg(["mean", "std", "min", "max", "count"])
-    out = out.rename(columns=lambda c: f"improvement_pct_{c}" if c != "count" else "n_seeds")
-    out[f"{method}_mean"] = group["method"].mean()
-    out[f"{baseline}_mean"] = group["baseline"].mean()
+    # A NaN seed (a run whose predictions were not finite) makes the row NaN: never dropped.
+    out = group["improvement_pct"].agg(
+        mean=lambda v: v.mean(skipna=False), std=lambda v: v.std(skipna=False),
+        min=lambda v: v.min(skipna=False), max=lambda v: v.max(skipna=False), count="size",
+        n_nan=lambda v: int(v.isna().sum()))
+    out = out.rename(columns=lambda c: f"improvement_pct_{c}"
+                     if c not in ("count", "n_nan") else {"count": "n_seeds"}.get(c, c))
+    out[f"{method}_mean"] = group["method"].agg(lambda v: v.mean(skipna=False))
+    out[f"{baseline}_mean"] = group["baseline"].agg(lambda v: v.mean(skipna=False))
     out["n_collapsed_excluded"] = (0 if include_collapsed else
                                    excluded.reindex(out.index, fill_value=0).astype(int))
     return out.reset_index()
