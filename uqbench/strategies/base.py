@@ -161,6 +161,16 @@ class TorchUQMethod(UQMethod):
                 "steps_per_model": [sum(m.values()) for m in per_model],
                 "steps_by_stage": per_model}
 
+    @staticmethod
+    def _staged_history(stages: dict[str, dict], last: str) -> dict:
+        """One history for a fit of several stages: each stage's own, the epochs and
+        optimiser steps summed over all, and the last stage's losses at the top."""
+        return {"stages": stages,
+                "epochs": sum(h["epochs"] for h in stages.values()),
+                "steps": sum(h["steps"] for h in stages.values()),
+                "train_loss": stages[last]["train_loss"],
+                "val_loss": stages[last]["val_loss"]}
+
     def _stage_steps(self, fraction: float) -> int | None:
         """A stage's share of ``max_steps`` (None when the budget is in epochs)."""
         if self.max_steps is None:

@@ -235,12 +235,7 @@ class BLIP(TorchUQMethod):
         stages["variational"] = self._train(model, train_items, val_items, self._elbo_loss,
                                             vi_epochs, self.lr, member,
                                             "variational inference", max_steps=vi_steps)
-        history = {"stages": stages,
-                   "epochs": sum(h["epochs"] for h in stages.values()),
-                   "steps": sum(h["steps"] for h in stages.values()),
-                   "train_loss": stages["variational"]["train_loss"],
-                   "val_loss": stages["variational"]["val_loss"]}
-        return model, history
+        return model, self._staged_history(stages, "variational")
 
     def _init_noise_scales(self, model: BLIPModel, train_items: list[dict]) -> None:
         """Start the likelihood's noise scales at the RMS residual of the (noise-free)

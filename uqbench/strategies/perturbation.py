@@ -170,10 +170,7 @@ class FunctionalPerturbation(TorchUQMethod):
             model, train_items, val_items, self._crps_loss, self.finetune_epochs,
             self.finetune_lr, member, "CRPS finetuning", max_steps=finetune_steps,
             param_groups=self._param_groups(model))
-        history = {"stages": stages,
-                   "epochs": sum(h["epochs"] for h in stages.values()),
-                   "steps": sum(h["steps"] for h in stages.values()),
-                   "train_loss": stages["finetune"]["train_loss"]}
+        history = self._staged_history(stages, "finetune")
         history.update(stages)  # "pretrain" / "finetune" at the top level, as before
         return model, history
 
