@@ -72,6 +72,7 @@ CASES = [
      "cuda"),
     (RUN + ["--device", "tpu"], "device"),
     (RUN + ["--threads", "0"], "threads"),
+    (RUN + ["--train-size", "1e9"], "--train-size"),
     (P + ["-p", "crps_alpha=1.5"], "crps_alpha"),
     (P + ["-p", "finetune_fraction=0"], "finetune_fraction"),
     (P + ["-p", "train_samples=1"], "train_samples"),
@@ -121,6 +122,16 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(args, expected, tmp_pat
     assert expected.lower() in lines[0].lower(), lines[0]
     assert not out.exists()
     assert not (tmp_path / "pwned").exists()
+
+
+def test_an_empty_out_is_refused_not_taken_as_the_working_directory(tmp_path, capsys,
+                                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for command in (RUN, ["sweep", "any.yaml"]):
+        assert main(command + ["--out", ""]) == 2
+        err = capsys.readouterr().err
+        assert "must not be empty" in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())
 
 
 def test_out_that_is_a_file_is_refused(tmp_path, capsys):

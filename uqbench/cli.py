@@ -25,6 +25,14 @@ def _parse_params(values: tuple[str, ...]) -> dict:
     return params
 
 
+def _out_dir(ctx, param, value: str) -> Path:
+    """An output directory; an empty one is refused (it would mean the working directory)."""
+    if not value:
+        raise click.BadParameter("must not be empty (use . for the working directory)",
+                                 ctx=ctx, param=param)
+    return Path(value)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """uqbench: benchmark uncertainty quantification of machine-learning potentials.
@@ -50,7 +58,7 @@ def cli() -> None:
               help="auto (CUDA when present), cpu or cuda.")
 @click.option("--n-samples", type=int, default=None,
               help="Samples drawn at prediction (default: the method's own).")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("results"),
+@click.option("--out", type=click.Path(), default="results", callback=_out_dir,
               show_default=True, help="Directory for result records.")
 @click.option("--quick", is_flag=True,
               help="Smoke-test budget: small data, small model, few epochs.")
@@ -104,7 +112,7 @@ def run(method, dataset, train_size, seed, device, n_samples, out, quick, params
 
 @cli.command()
 @click.argument("sweep_file", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), default=Path("results"),
+@click.option("--out", type=click.Path(), default="results", callback=_out_dir,
               show_default=True, help="Directory for result records.")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Use an existing Dask scheduler (e.g. tcp://host:8786).")
