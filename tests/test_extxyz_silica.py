@@ -31,9 +31,12 @@ def _gap22_like(path, n_bad=None):
             atoms.cell = np.eye(3) * 6.5
             atoms.pbc = True
         atoms.info.update(config_type=ct, free_energy=-40.0 - k, simulation_state="x")
+        stress = rng.normal(size=6) * 1e-3
+        if ct != "cluster":  # GAP's fitting label, from which uqbench takes the stress
+            full = stress[[[0, 5, 4], [5, 1, 3], [4, 3, 2]]]
+            atoms.info["virials"] = (-full * atoms.get_volume()).ravel()
         atoms.calc = SinglePointCalculator(atoms, energy=-40.0 - k,
-                                           forces=rng.normal(size=(n, 3)),
-                                           stress=rng.normal(size=6) * 1e-3)
+                                           forces=rng.normal(size=(n, 3)), stress=stress)
         frames.append(atoms)
     import ase.io
 
@@ -173,3 +176,58 @@ def test_extxyz_unknown_element_and_missing_file(tmp_path, capsys):
                  str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "no such data file" in err[1]
+
+
+def test_gap22_stress_comes_from_virials_whatever_the_stress_field_holds(tmp_path, capsys):
+    """The ingest notes' layout: info keys config_type, energy, free_energy,
+    simulation_state, stress (kilobar; 9 or 6 values, or a per-atom column),
+    sub_simulation_type, virials (eV). Stress must be -virials / V every time."""
+    import ase.io
+
+    rng = np.random.default_rng(3)
+    frames, expected = [], []
+    kinds = ["kbar9", "kbar6", "per_atom", "ev_agrees", "flipped", "none", "no_virials"] * 2
+    types = ["bulk_cryst", "bulk_amo"] * 7
+    for k, (kind, ct) in enumerate(zip(kinds, types, strict=True)):
+        atoms = Atoms(["Si", "O", "O"] * 2, positions=rng.uniform(0, 6, (6, 3)),
+                      cell=np.diag([6.0, 6.5, 7.0]), pbc=True)
+        a = rng.normal(size=(3, 3)) * 1e-3
+        sigma = a + a.T  # eV/Å^3, ASE's sign
+        virial = -sigma * atoms.get_volume()
+        atoms.info.update(config_type=ct, energy=-40.0 - k, free_energy=-40.0 - k,
+                          simulation_state="x", sub_simulation_type="y")
+        atoms.arrays["forces"] = rng.normal(size=(6, 3))
+        if kind != "no_virials":
+            atoms.info["virials"] = virial.ravel()
+            expected.append(sigma)
+        else:
+            expected.append(None)
+        kbar = sigma * silica_gap22.EV_PER_A3_IN_KBAR
+        if kind == "kbar9":
+            atoms.info["stress"] = kbar.ravel()
+        elif kind == "kbar6":
+            atoms.info["stress"] = kbar[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+        elif kind == "per_atom":
+            atoms.arrays["stress"] = np.tile(kbar.ravel(), (6, 1))
+        elif kind == "ev_agrees":
+            atoms.info["stress"] = sigma.ravel()
+        elif kind == "flipped":
+            atoms.info["stress"] = (-sigma).ravel()
+        frames.append(atoms)
+    path = tmp_path / "dataset.scan.2.xyz"
+    ase.io.write(path, frames, format="extxyz")
+    from uqbench.datasets.extxyz import read_labelled
+
+    back = read_labelled(path, virial_stress=False)
+    counts = silica_gap22.stress_from_virials(back)
+    for atoms, sigma in zip(back, expected, strict=True):
+        if sigma is None:
+            assert "stress" not in atoms.info
+        else:
+            np.testing.assert_allclose(atoms.info["stress"], sigma, rtol=1e-6, atol=1e-12)
+    assert counts["from_virials"] == 12 and counts["no_virials"] == 2
+    assert counts["kbar"] == 4 and counts["agrees"] == 2 and counts["sign_flipped"] == 2
+    data = uqbench.load_dataset("silica", data_path=str(path))
+    note = capsys.readouterr().err
+    assert "stress = -virials/V" in note and "kilobar on 4" in note
+    assert data.options["stress_labels"]["from_virials"] == 12

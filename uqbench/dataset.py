@@ -45,9 +45,10 @@ class Dataset:
         return {name: len(s) for name, s in self.splits.items()}
 
 
-def normalise_labels(atoms: Atoms) -> Atoms:
+def normalise_labels(atoms: Atoms, virial_stress: bool = True) -> Atoms:
     """Move energy, forces and stress from a calculator (if any) into ``info`` / ``arrays``;
-    a GAP-style ``virial`` (eV) becomes ``info["stress"]`` = -virial / V."""
+    a GAP-style ``virial`` (eV) becomes ``info["stress"]`` = -virial / V where no stress is
+    given (``virial_stress=False``: leave that to the caller)."""
     calc = atoms.calc
     if calc is not None and getattr(calc, "results", None):
         if "energy" in calc.results and "energy" not in atoms.info:
@@ -55,9 +56,14 @@ def normalise_labels(atoms: Atoms) -> Atoms:
         if "forces" in calc.results and "forces" not in atoms.arrays:
             atoms.arrays["forces"] = np.asarray(calc.results["forces"], dtype=np.float64)
         if "stress" in calc.results and "stress" not in atoms.info:
-            atoms.info["stress"] = calc.results["stress"]
+            stress = np.asarray(calc.results["stress"])
+            if len(atoms) > 1 and stress.size in (6 * len(atoms), 9 * len(atoms)):
+                # a per-atom column (some GAP files): not a label of the structure
+                atoms.arrays["stress"] = stress.reshape(len(atoms), -1)
+            else:
+                atoms.info["stress"] = stress
         atoms.calc = None
-    if "stress" not in atoms.info:
+    if "stress" not in atoms.info and virial_stress:
         virial = atoms.info.get("virial", atoms.info.get("virials"))
         if virial is not None and atoms.pbc.all():
             atoms.info["stress"] = -np.reshape(virial, (3, 3)) / atoms.get_volume()

@@ -13,9 +13,10 @@ from uqbench.dataset import ID_SPLITS, Dataset, normalise_labels
 from uqbench.errors import UQBenchError
 
 
-def read_labelled(path: str | Path) -> list[Atoms]:
+def read_labelled(path: str | Path, virial_stress: bool = True) -> list[Atoms]:
     """Frames of an extxyz file with energy and forces (and stress, or GAP's virial, where
-    a periodic frame has it), checked; one-line errors."""
+    a periodic frame has it), checked; one-line errors. ``virial_stress=False`` leaves a
+    stress-from-virial choice to the caller (see `normalise_labels`)."""
     path = Path(path)
     if not path.is_file():
         raise UQBenchError(f"no such data file {str(path)!r}")
@@ -29,7 +30,7 @@ def read_labelled(path: str | Path) -> list[Atoms]:
     for k, atoms in enumerate(frames):
         where = f"{path.name}: structure {k}"
         try:
-            normalise_labels(atoms)
+            normalise_labels(atoms, virial_stress)
         except UQBenchError as exc:
             raise UQBenchError(f"{where}: {exc}") from None
         if "energy" not in atoms.info:

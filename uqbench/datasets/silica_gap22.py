@@ -14,9 +14,12 @@ import hashlib
 import io
 import json
 import os
+import sys
 import urllib.request
 import zipfile
 from pathlib import Path
+
+import numpy as np
 
 from uqbench.cache import cache_dir
 from uqbench.dataset import Dataset
@@ -70,6 +73,49 @@ def fetch_silica(api_url: str = API_URL, zip_url: str = ZIP_URL, timeout: float 
     return dest
 
 
+#: 1 eV/Å^3 in kilobar.
+EV_PER_A3_IN_KBAR = 1602.1766
+
+
+def stress_from_virials(frames) -> dict[str, int]:
+    """Stress labels of known units only: ``stress = -virials / V`` (eV/Å^3, ASE's sign)
+    from GAP's ``virials`` (eV), the fitting label of this file; its ``stress`` field,
+    whose units public ingest notes give as kilobar (some frames with 6 values, some as a
+    per-atom column), is never trained on, only compared with that and counted. Frames
+    without ``virials`` (or not periodic) carry no stress label. Returns the counts."""
+    counts = {"from_virials": 0, "agrees": 0, "kbar": 0, "sign_flipped": 0,
+              "kbar_sign_flipped": 0, "unclear": 0, "no_stress_field": 0, "no_virials": 0}
+    for atoms in frames:
+        field = atoms.info.pop("stress", None)
+        atoms.arrays.pop("stress", None)  # a per-atom column: no known meaning here
+        virial = atoms.info.get("virials", atoms.info.get("virial"))
+        if virial is None or not atoms.pbc.all():
+            counts["no_virials"] += 1
+            continue
+        stress = -np.reshape(np.asarray(virial, dtype=float), (3, 3)) / atoms.get_volume()
+        atoms.info["stress"] = stress
+        counts["from_virials"] += 1
+        if field is None:
+            counts["no_stress_field"] += 1
+            continue
+        counts[_compare(np.asarray(field, dtype=float), stress)] += 1
+    return counts
+
+
+def _compare(field: np.ndarray, stress: np.ndarray) -> str:
+    """How a file's 3 x 3 stress field relates to the virial stress."""
+    big = np.abs(stress) > 1e-3 * max(np.abs(stress).max(), 1e-12)
+    if not big.any():
+        return "unclear"
+    ratio = float(np.median(field[big] / stress[big]))
+    for name, expected in (("agrees", 1.0), ("sign_flipped", -1.0),
+                           ("kbar", EV_PER_A3_IN_KBAR), ("kbar_sign_flipped", -EV_PER_A3_IN_KBAR)):
+        if abs(ratio - expected) <= 0.02 * abs(expected) and np.allclose(
+                field, expected * stress, rtol=0.02, atol=0.02 * np.abs(expected * stress).max()):
+            return name
+    return "unclear"
+
+
 def load_silica(data_path: str | None = None, train_size: int | None = None, seed: int = 0,
                 quick: bool = False) -> Dataset:
     """SCAN silica (GAP-22 database): ID ``train``/``val``/``test`` from bulk crystalline
@@ -80,13 +126,21 @@ def load_silica(data_path: str | None = None, train_size: int | None = None, see
         if data_path:
             raise UQBenchError(f"no such data file {str(path)!r}")
         raise UQBenchError(HOW)
-    frames = read_labelled(path)
+    frames = read_labelled(path, virial_stress=False)
+    counts = stress_from_virials(frames)
+    flipped = counts["sign_flipped"] + counts["kbar_sign_flipped"]
+    print(f"uqbench: note: silica stress = -virials/V (eV/Å^3) on {counts['from_virials']} "
+          f"frames; the file's stress field agrees on {counts['agrees']}, is kilobar on "
+          f"{counts['kbar']}, sign-flipped on {flipped}, unclear on {counts['unclear']} "
+          f"(never trained on); {counts['no_virials']} frames without virials train without "
+          "stress", file=sys.stderr)
     splits = assign_splits(frames, "config_type", SPLIT_MAP, train_size, seed,
                            source=f"{path.name}: ")
     if quick and train_size is None:
         splits["train"] = splits["train"][:100]
     return Dataset("silica", splits, options={"data_path": str(path),
-                                              "train_size": train_size, "seed": seed})
+                                              "train_size": train_size, "seed": seed,
+                                              "stress_labels": counts})
 
 
 load_silica.summary = ("SCAN-DFT silica of Erhard et al. 2022 (GAP-22 data; fetch or "
