@@ -101,7 +101,7 @@ def test_leaderboard(results, tmp_path):
     (["run", "--method", "p-egnn", "--dataset", "nbody", "-p", "max_epochs=2.5"],
      "max_epochs must be an integer"),
     (["run", "--method", "egnn", "--dataset", "nbody", "--quick", "-p", "stress_weight=-1"],
-     "stress_weight must be a number >= 0"),
+     "stress_weight must be in [0, inf]"),
     (["run", "--method", "ensemble-egnn", "--dataset", "nbody", "--out", "/proc/nope"],
      "cannot write results"),
     (["leaderboard", "--results", "/nonexistent/dir"], "no results directory"),
