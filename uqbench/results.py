@@ -51,8 +51,11 @@ def check_writable(out_dir: Path) -> None:
     if probe.exists() and not probe.is_dir():
         raise UQBenchError(f"cannot write results to {str(out_dir)!r}: {str(probe)!r} is "
                            "not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UQBenchError(f"cannot write results to {str(out_dir)!r}: permission denied")
+    try:  # a real write in the nearest existing directory (permissions alone lie to root)
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".uqbench-probe-"):
+            pass
+    except OSError as exc:
+        raise UQBenchError(f"cannot write results to {str(out_dir)!r}: {exc.strerror}") from None
 
 
 def json_safe(obj: Any) -> Any:
