@@ -164,8 +164,9 @@ def provenance(threads: int | None = None) -> dict[str, Any]:
 def git_state() -> tuple[str | None, bool | None]:
     """The commit of the source tree uqbench runs from and whether any tracked file differs
     from it (untracked files, such as records being written, do not count); (None, None)
-    outside a git checkout. Read once per process (the runner asks before a run starts), so
-    a commit made while a long study runs is not attributed to code already loaded."""
+    outside a git checkout. Read once per process, when this module is first imported (a
+    sweep's workers import it as the sweep starts), so a commit or an edit made while a
+    long study runs is not attributed to code already loaded."""
     src = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"],
@@ -177,3 +178,6 @@ def git_state() -> tuple[str | None, bool | None]:
         return commit, bool(status)
     except (OSError, subprocess.SubprocessError):
         return None, None
+
+
+git_state()  # the state of the code this process loaded
