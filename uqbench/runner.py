@@ -22,9 +22,9 @@ from uqbench.results import (
     write_json_atomic,
 )
 
-#: torch threads per run unless told otherwise: the models are small, and on a shared
-#: 2-core machine one thread ran nbody ~4x faster than two (README, "Threads"). The
-#: count changes floating-point summation order, so it is part of every record.
+#: torch threads per run unless told otherwise: the models are small, and studies run one
+#: worker per core. The count changes floating-point summation order, so it is part of
+#: every record and of its run id.
 DEFAULT_THREADS = 1
 
 
@@ -174,9 +174,6 @@ def run(cfg: RunConfig) -> tuple[Path, dict]:
     """Do the whole flow for one configuration and write its record; returns (path, record)."""
     import torch
 
-    from uqbench.results import git_state
-
-    git_state()  # the code this process runs: read before the run, not after it
     method, data_kwargs = prepare(cfg)
     rid, config = identity(cfg, method, data_kwargs)
     torch.set_num_threads(cfg.threads)
@@ -204,6 +201,7 @@ def run(cfg: RunConfig) -> tuple[Path, dict]:
         dataset.splits["train"], {s: dataset.splits[s] for s in predictions})
     n_predicted = sum(len(dataset.splits[s]) for s in predictions)
     params = method.get_params()
+    prov = provenance(cfg.threads)
     record = {
         "schema_version": SCHEMA_VERSION,
         "run_id": rid,
@@ -225,13 +223,11 @@ def run(cfg: RunConfig) -> tuple[Path, dict]:
         "tails": tail_summary(predictions, dataset.splits),
         "groups": group_scores(predictions, dataset.splits),
         "curves": curves,
-        "provenance": provenance(cfg.threads),
+        "provenance": prov,
         "threads": cfg.threads,
-        "commit": None,
-        "dirty": None,
+        "commit": prov["commit"],
+        "dirty": prov["dirty"],
     }
-    record["commit"] = record["provenance"]["commit"]
-    record["dirty"] = record["provenance"]["dirty"]
     path = record_path(cfg.out, cfg.dataset, cfg.method, rid)
     write_json_atomic(path, record)
     return path, record
