@@ -131,8 +131,8 @@ def _write(path, frames):
 
 
 @pytest.mark.parametrize("problem, message", [
-    ("no-energy", "has no energy label"),
-    ("no-forces", "has no forces label"),
+    ("no-labels", "neither an energy nor a forces label"),
+    ("nan-energy", "non-finite energy"),
     ("nan-positions", "non-finite positions"),
     ("empty-split", "'test' split is empty"),
     ("bad-split-name", "no split name"),
@@ -146,10 +146,11 @@ def test_extxyz_bad_input_one_line_exit_2(tmp_path, problem, message, capsys):
         a.arrays["forces"] = rng.normal(size=(3, 3))
         a.info["part"] = "train" if k < 4 else "test"
         frames.append(a)
-    if problem == "no-energy":
+    if problem == "no-labels":
         del frames[2].info["energy"]
-    elif problem == "no-forces":
-        del frames[3].arrays["forces"]
+        del frames[2].arrays["forces"]
+    elif problem == "nan-energy":
+        frames[3].info["energy"] = np.nan
     elif problem == "nan-positions":
         frames[1].positions[0, 0] = np.nan
     elif problem == "empty-split":

@@ -91,7 +91,8 @@ def test_training_reduces_the_loss(tiny_nbody):
 def test_unlabelled_training_data_is_a_user_error(tiny_nbody):
     bad = [a.copy() for a in tiny_nbody.splits["train"][:3]]
     del bad[1].info["energy"]
-    with pytest.raises(uqbench.UQBenchError, match="lacks an energy"):
+    del bad[1].arrays["forces"]
+    with pytest.raises(uqbench.UQBenchError, match="neither an energy nor a forces"):
         uqbench.create_method("ensemble-egnn", **SMALL).fit(bad)
 
 

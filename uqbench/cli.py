@@ -11,17 +11,17 @@ import yaml
 from uqbench.errors import UQBenchError
 
 
-def _parse_params(values: tuple[str, ...]) -> dict:
+def _parse_params(values: tuple[str, ...], flag: str = "--param") -> dict:
     params = {}
     for item in values:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise UQBenchError(f"--param expects KEY=VALUE; got {item!r}")
+            raise UQBenchError(f"{flag} expects KEY=VALUE; got {item!r}")
         try:
             params[key] = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
             where = getattr(exc, "problem", None) or type(exc).__name__
-            raise UQBenchError(f"--param {key}: not valid YAML ({where}): {raw!r}") from None
+            raise UQBenchError(f"{flag} {key}: not valid YAML ({where}): {raw!r}") from None
     return params
 
 
@@ -64,6 +64,10 @@ def cli() -> None:
               help="Smoke-test budget: small data, small model, few epochs.")
 @click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
               help="Override a method hyperparameter (value parsed as YAML); repeatable.")
+@click.option("--dataset-option", "-o", "dataset_options", multiple=True, metavar="KEY=VALUE",
+              help="Set an option of the dataset's loader (value parsed as YAML), e.g. "
+                   "-o temperature=2.0; repeatable. Options are checked against the loader "
+                   "before any work.")
 @click.option("--data-path", default=None, metavar="FILE",
               help="A local copy of a dataset's file (e.g. silica's dataset.scan.2.xyz).")
 @click.option("--split-key", default=None, metavar="KEY",
@@ -76,17 +80,18 @@ def cli() -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch threads for this run (default 1: fastest for the small models "
                    "here; recorded, since the count changes the numbers slightly).")
-def run(method, dataset, train_size, seed, device, n_samples, out, quick, params, data_path,
-        split_key, weights, threads) -> None:
+def run(method, dataset, train_size, seed, device, n_samples, out, quick, params,
+        dataset_options, data_path, split_key, weights, threads) -> None:
     """Fit METHOD on DATASET, predict every test split, score, and write one record.
 
-    DATASET is a registered key (see `uqbench datasets`) or the path of an extxyz file with
-    energies and forces.
+    DATASET is a registered key (see `uqbench datasets`), a dataset spec file (YAML naming
+    your extxyz files per split; check it with `uqbench datasets check FILE.yaml`) or one
+    extxyz file with energies and/or forces.
     """
     from uqbench.runner import DEFAULT_THREADS, RunConfig, summary_table
     from uqbench.runner import run as do_run
 
-    options = {}
+    options = _parse_params(dataset_options, "--dataset-option")
     if data_path is not None:
         options["data_path"] = data_path
     if split_key is not None:
@@ -101,6 +106,10 @@ def run(method, dataset, train_size, seed, device, n_samples, out, quick, params
                f"{record['device']}, {record['threads']} thread(s)): "
                f"fit {record['timings']['fit_s']:.1f} s")
     click.echo(summary_table(record))
+    click.echo("(↓ lower is better, ↑ higher, → nearer the value given; crps and rmse are "
+               "in the row's unit; nll is the mean per value in nats (it goes negative as "
+               "errors shrink); n = structures with that label; - = not defined for the "
+               "split, e.g. OOD AUROC on test; `uqbench metrics` explains each)")
     verdict = record["collapse"]
     if verdict["collapsed"]:
         ratios = ", ".join(f"{t} {r:.2f}" for t, r in verdict["rmse_ratio"].items())
@@ -176,9 +185,45 @@ def methods() -> None:
 @cli.group(invoke_without_command=True)
 @click.pass_context
 def datasets(ctx) -> None:
-    """List registered datasets (built-in and plugins); `fetch` downloads one."""
+    """List registered datasets (built-in and plugins); `check` summarises one (or your own
+    spec file); `fetch` downloads one."""
     if ctx.invoked_subcommand is None:
         _list("dataset")
+
+
+@datasets.command()
+@click.argument("dataset")
+@click.option("--train-size", type=int, default=None,
+              help="Training structures (default: the dataset's own).")
+@click.option("--dataset-option", "-o", "dataset_options", multiple=True, metavar="KEY=VALUE",
+              help="An option of the dataset's loader (value parsed as YAML); repeatable.")
+def check(dataset: str, train_size: int | None, dataset_options: tuple[str, ...]) -> None:
+    """Summarise DATASET split by split and list every problem found.
+
+    DATASET is a registered key, a dataset spec file (YAML) or an extxyz file. Prints, per
+    split: structures, atoms per structure, elements, how many structures carry each label,
+    the energy range, the largest force and the closest pair of atoms; then problems such
+    as structures shared between splits, elements unseen in training, atoms too close, or
+    energies that look like mixed units. Exit status 1 when problems were found.
+    """
+    from uqbench import registry
+    from uqbench.datasets.check import report
+    from uqbench.runner import check_dataset_options
+
+    options = _parse_params(dataset_options, "--dataset-option")
+    loader = registry.dataset_loader(dataset)
+    check_dataset_options(dataset, loader, options)
+    if train_size is not None:
+        options["train_size"] = train_size
+    text, found = report(registry.load_dataset(dataset, **options))
+    click.echo(text)
+    if not found:
+        click.echo("no problems found")
+        return
+    click.echo(f"{len(found)} problem(s):")
+    for line in found:
+        click.echo(f"  - {line}")
+    raise SystemExit(1)
 
 
 @datasets.command()
@@ -280,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:  # usage errors: unknown option, bad integer, ...
         click.echo(f"uqbench: error: {exc.format_message()}", err=True)
         return 2
+    except SystemExit as exc:  # a command's own status (e.g. 1: problems found)
+        return exc.code if isinstance(exc.code, int) else 1
     return 0
 
 

@@ -18,7 +18,9 @@ class Dataset:
 
     Labels follow one convention: ``atoms.info["energy"]`` (eV),
     ``atoms.arrays["forces"]`` (eV/Å) and, where the data has it, ``atoms.info["stress"]``
-    (3 x 3, eV/Å^3, ASE's sign); `normalise_labels` converts the ASE
+    (3 x 3, eV/Å^3, ASE's sign). A structure may lack energy or forces (a scan or reaction
+    path often has energies only): training uses the labels present and each target is
+    scored on the structures that have it. `normalise_labels` converts the ASE
     ``SinglePointCalculator`` convention (and GAP's ``virial``) into it. ID splits are
     ``train``, ``val``, ``test``; out-of-distribution splits are named ``ood-*``.
     """
@@ -89,13 +91,24 @@ def full_stress(stress) -> np.ndarray:
 
 
 def energies(structures: list[Atoms]) -> np.ndarray:
-    return np.array([float(a.info["energy"]) for a in structures])
+    """Total energies (eV); NaN for a structure without an energy label."""
+    return np.array([float(a.info.get("energy", np.nan)) for a in structures])
 
 
 def forces(structures: list[Atoms]) -> np.ndarray:
+    """Forces of every atom, concatenated (eV/Å); NaN rows for a structure without forces."""
     if not structures:
         return np.zeros((0, 3))
-    return np.concatenate([np.asarray(a.arrays["forces"], dtype=np.float64) for a in structures])
+    return np.concatenate([np.asarray(a.arrays["forces"], dtype=np.float64)
+                           if "forces" in a.arrays else np.full((len(a), 3), np.nan)
+                           for a in structures])
+
+
+def label_counts(structures: list[Atoms]) -> dict[str, int]:
+    """How many structures carry each label (energy, forces, stress)."""
+    return {"energy": sum("energy" in a.info for a in structures),
+            "forces": sum("forces" in a.arrays for a in structures),
+            "stress": sum("stress" in a.info for a in structures)}
 
 
 def n_atoms(structures: list[Atoms]) -> np.ndarray:

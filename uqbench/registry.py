@@ -72,14 +72,34 @@ def create_method(key: str, **hyperparameters: Any):
     return method
 
 
-def dataset_loader(key: str):
-    """The loader of a registered dataset, or of an extxyz file named by its path."""
-    if key.endswith((".xyz", ".extxyz")) or "/" in key:
-        if key not in entries("dataset"):
-            from uqbench.datasets.extxyz import load_extxyz
+def _is_file_key(key: str) -> bool:
+    return key.endswith((".xyz", ".extxyz", ".yaml", ".yml")) or "/" in key
 
-            return functools.partial(load_extxyz, key)
+
+def dataset_loader(key: str):
+    """The loader of a registered dataset, of a dataset spec file (``.yaml``) or of an
+    extxyz file, named by its path."""
+    if _is_file_key(key) and key not in entries("dataset"):
+        from uqbench.datasets.spec import is_spec, load_spec
+
+        if is_spec(key):
+            return functools.partial(load_spec, key)
+        from uqbench.datasets.extxyz import load_extxyz
+
+        return functools.partial(load_extxyz, key)
     return get("dataset", key)
+
+
+def dataset_name(key: str) -> str:
+    """The name results are filed under: a registered key as it is, a spec file's ``name``,
+    an extxyz file's name without its directory (checked, cheaply, for spec files)."""
+    if _is_file_key(key) and key not in entries("dataset"):
+        from pathlib import Path
+
+        from uqbench.datasets.spec import is_spec, read_spec
+
+        return read_spec(key)["name"] if is_spec(key) else Path(key).stem
+    return key
 
 
 def load_dataset(key: str, **options: Any):

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from uqbench import registry
+from uqbench.dataset import label_counts
 from uqbench.errors import UQBenchError
 from uqbench.results import (
     SCHEMA_VERSION,
@@ -83,6 +84,31 @@ def _check_type(key: str, value: Any, default: Any) -> None:
         raise ValueError(f"{key} must be {kind}; got {value!r}")
 
 
+#: Loader parameters the runner sets itself, from the run's own options.
+RUNNER_DATASET_OPTIONS = {"train_size": "--train-size", "quick": "--quick"}
+
+
+def check_dataset_options(key: str, loader, options: dict[str, Any]) -> None:
+    """Dataset options must be parameters of the loader, of the kind of its default."""
+    params = inspect.signature(loader).parameters
+    for name, value in options.items():
+        if name in RUNNER_DATASET_OPTIONS:
+            raise UQBenchError(f"set the dataset's {name} with {RUNNER_DATASET_OPTIONS[name]}, "
+                               "not as a dataset option")
+        if name not in params or params[name].kind in (inspect.Parameter.VAR_KEYWORD,
+                                                       inspect.Parameter.VAR_POSITIONAL):
+            kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+            takes = sorted(p for p, prm in params.items()
+                           if p not in RUNNER_DATASET_OPTIONS and prm.kind in kinds)
+            raise UQBenchError(f"dataset {key!r} takes no option {name!r}; its options: "
+                               f"{', '.join(takes) or 'none'}")
+        default = params[name].default
+        try:
+            _check_type(name, value, None if default is inspect.Parameter.empty else default)
+        except ValueError as exc:
+            raise UQBenchError(f"dataset {key!r}: option {exc}") from None
+
+
 def prepare(cfg: RunConfig):
     """Validate everything cheap before any expensive work; returns (method, loader kwargs)."""
     if cfg.train_size is not None and cfg.train_size < 1:
@@ -97,6 +123,7 @@ def prepare(cfg: RunConfig):
         raise UQBenchError(f"set {clash[0]} with {runner_set[clash[0]]}, not as a "
                            "hyperparameter (the runner sets it and records it)")
     loader = registry.dataset_loader(cfg.dataset)
+    registry.dataset_name(cfg.dataset)  # a spec file is read and checked here
     method = registry.create_method(cfg.method)
     defaults = method.get_params()
     overrides: dict[str, Any] = dict(method.quick_params) if cfg.quick else {}
@@ -129,10 +156,7 @@ def prepare(cfg: RunConfig):
         raise UQBenchError(f"method {cfg.method!r}: {exc}") from None
     data_kwargs = dict(cfg.dataset_options)
     accepted = inspect.signature(loader).parameters
-    unknown = set(data_kwargs) - set(accepted)
-    if unknown:
-        raise UQBenchError(f"dataset {cfg.dataset!r} takes no option(s) "
-                           f"{', '.join(sorted(unknown))}")
+    check_dataset_options(cfg.dataset, loader, data_kwargs)
     if cfg.train_size is not None:
         data_kwargs["train_size"] = cfg.train_size
     if cfg.quick and "quick" in accepted:
@@ -164,10 +188,17 @@ def identity(cfg: RunConfig, method, data_kwargs: dict) -> tuple[str, dict]:
 
 
 def planned_path(cfg: RunConfig) -> Path:
-    """Where the record of ``cfg`` is (or will be) written."""
+    """Where the record of ``cfg`` is (or will be) written. At a dataset's default training
+    size the record is named by the size found when the data is loaded, so an existing one
+    is found by the rest of its name (seed and configuration hash)."""
     method, data_kwargs = prepare(cfg)
     rid, _ = identity(cfg, method, data_kwargs)
-    return record_path(cfg.out, cfg.dataset, cfg.method, rid)
+    path = record_path(cfg.out, registry.dataset_name(cfg.dataset), cfg.method, rid)
+    if cfg.train_size is None:
+        found = sorted(path.parent.glob(f"n*-{rid.split('-', 1)[1]}.json"))
+        if found:
+            return found[0]
+    return path
 
 
 def run(cfg: RunConfig) -> tuple[Path, dict]:
@@ -176,12 +207,15 @@ def run(cfg: RunConfig) -> tuple[Path, dict]:
 
     method, data_kwargs = prepare(cfg)
     rid, config = identity(cfg, method, data_kwargs)
+    name = registry.dataset_name(cfg.dataset)
     torch.set_num_threads(cfg.threads)
     _seed_everything(cfg.seed)
     t0 = time.perf_counter()
     dataset = registry.dataset_loader(cfg.dataset)(**data_kwargs)
     data_s = time.perf_counter() - t0
     train_size = len(dataset.splits["train"])
+    if cfg.train_size is None:  # name the record by the size the dataset chose
+        rid = f"n{train_size}-{rid.split('-', 1)[1]}"
 
     t0 = time.perf_counter()
     method.fit(dataset.splits["train"], dataset.splits.get("val"))
@@ -206,7 +240,9 @@ def run(cfg: RunConfig) -> tuple[Path, dict]:
         "schema_version": SCHEMA_VERSION,
         "run_id": rid,
         "method": {"key": cfg.method, "class": type(method).__name__, "hyperparameters": params},
-        "dataset": {"key": cfg.dataset, "options": dataset.options, "sizes": dataset.sizes()},
+        "dataset": {"key": name, "source": cfg.dataset, "options": dataset.options,
+                    "sizes": dataset.sizes(), "labels": {
+                        split: label_counts(frames) for split, frames in dataset.splits.items()}},
         "config": config,
         "train_size": train_size,
         "seed": cfg.seed,
@@ -228,22 +264,41 @@ def run(cfg: RunConfig) -> tuple[Path, dict]:
         "commit": prov["commit"],
         "dirty": prov["dirty"],
     }
-    path = record_path(cfg.out, cfg.dataset, cfg.method, rid)
+    path = record_path(cfg.out, name, cfg.method, rid)
     write_json_atomic(path, record)
     return path, record
 
 
+#: Arrows for a metric's better direction in text tables.
+ARROWS = {"lower": "↓", "higher": "↑", "target": "→"}
+TARGET_UNITS = {"energy": "eV/atom", "forces": "eV/Å"}
+
+
 def summary_table(record: dict, metrics=("crps", "nll", "spearman", "miscalibration_area",
                                          "coverage_95", "rmse", "ood_auroc")) -> str:
-    """A short text table of the headline metrics of one record."""
+    """A short text table of the headline metrics of one record: a row per split and
+    target with its unit and number of labelled structures; each column headed by the
+    metric, its better direction (↓ lower, ↑ higher, → nearer its ideal) and its unit
+    where it has one of its own ("unit" = the row's unit)."""
     import pandas as pd
 
+    specs = {spec.key: spec for spec in _metric_specs()}
+    headers = {}
+    for key in metrics:
+        spec = specs.get(key)
+        if spec is None:
+            headers[key] = key
+            continue
+        unit = "" if spec.unit in ("", "target") else f" [{spec.unit}]"
+        ideal = f"{spec.ideal:g}" if spec.direction == "target" and spec.ideal is not None else ""
+        headers[key] = f"{key}{ARROWS.get(spec.direction, '')}{ideal}{unit}"
     rows = []
     for split, targets in record["metrics"].items():
         for target, values in targets.items():
-            row = {"split": split, "target": target}
-            row.update({m: values.get(m) for m in metrics})
+            row = {"split": split, "target": target, "unit": TARGET_UNITS.get(target, ""),
+                   "n": values.get("n_structures", values.get("n_targets"))}
+            row.update({headers[m]: values.get(m) for m in metrics})
             rows.append(row)
-    frame = pd.DataFrame(rows).set_index(["split", "target"])
+    frame = pd.DataFrame(rows).set_index(["split", "target", "unit", "n"])
     frame = frame.apply(pd.to_numeric, errors="coerce")
     return frame.to_string(float_format=lambda v: f"{v:.4g}", na_rep="-")

@@ -10,6 +10,8 @@ What is scored:
 - OOD detection ranks structures by their uncertainty: the std of the structure's *total*
   energy (eV; a per-atom std would shrink with the atom count under independent per-atom
   noise and so mark larger structures as more familiar), or the mean per-atom force std.
+Each target is scored on the structures that carry its label (``n_structures`` of them,
+``n_targets`` values); a split without any label of a target has no metrics for it.
 Non-finite predictions are counted per target (``n_nonfinite``) and make the metrics NaN;
 zero stds are counted too (``n_zero_std``): they make the NLL infinite.
 """
@@ -19,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms
 
-from uqbench.dataset import energies, forces, n_atoms
+from uqbench.dataset import energies, forces, label_counts, n_atoms
 from uqbench.metrics.functions import calibration_curve, rmse_rmv_curve, tail_ratio
 from uqbench.metrics.table import MetricSpec, Target
 from uqbench.prediction import Prediction
@@ -27,37 +29,48 @@ from uqbench.prediction import Prediction
 ERROR_STD_POINTS = 400
 
 
+def label_masks(structures: list[Atoms]) -> tuple[np.ndarray, np.ndarray]:
+    """Which structures have an energy label and which atoms a force label."""
+    return (np.isfinite(energies(structures)),
+            np.isfinite(forces(structures)).all(axis=1))
+
+
 def targets(prediction: Prediction, structures: list[Atoms]) -> dict[str, Target]:
-    """The scored quantities of one split (see the module docstring)."""
+    """The scored quantities of one split (see the module docstring), each over the
+    structures (energy) or atoms (forces) that carry its label; a target no structure of
+    the split has a label for is left out. The per-structure OOD scores cover every
+    structure: they need no label."""
     counts = n_atoms(structures)
     if not np.array_equal(counts, prediction.n_atoms):
         raise ValueError("prediction does not match the structures (atom counts differ)")
-    e_true = energies(structures) / counts
-    e_pred = prediction.energy_mean / counts
-    e_std = prediction.energy_std / counts
-    e_samples = None
-    if prediction.energy_samples is not None:
-        e_samples = prediction.energy_samples / counts[None, :]
-
-    f_true = forces(structures)
-    f_err = np.linalg.norm(prediction.forces_mean - f_true, axis=1)
-    f_atom_std = np.sqrt(np.sum(prediction.forces_std**2, axis=1))
-    structure_idx = np.repeat(np.arange(len(counts)), counts)
-    f_struct = np.bincount(structure_idx, weights=f_atom_std, minlength=len(counts)) / counts
-
-    return {
-        "energy": Target(
-            "energy", "eV/atom", e_true, e_pred, e_std, e_samples,
-            np.abs(e_pred - e_true), e_std, prediction.energy_std,
-        ),
-        "forces": Target(
-            "forces", "eV/Å", f_true.ravel(), prediction.forces_mean.ravel(),
-            prediction.forces_std.ravel(),
-            None if prediction.forces_samples is None
-            else prediction.forces_samples.reshape(prediction.forces_samples.shape[0], -1),
-            f_err, f_atom_std, f_struct, vector_size=3,
-        ),
-    }
+    e_ok, a_ok = label_masks(structures)
+    out: dict[str, Target] = {}
+    if e_ok.any():
+        e_true = (energies(structures) / counts)[e_ok]
+        e_pred = (prediction.energy_mean / counts)[e_ok]
+        e_std = (prediction.energy_std / counts)[e_ok]
+        e_samples = None
+        if prediction.energy_samples is not None:
+            e_samples = (prediction.energy_samples / counts[None, :])[:, e_ok]
+        out["energy"] = Target("energy", "eV/atom", e_true, e_pred, e_std, e_samples,
+                               np.abs(e_pred - e_true), e_std, prediction.energy_std)
+    if a_ok.any():
+        f_true = forces(structures)[a_ok]
+        f_mean = prediction.forces_mean[a_ok]
+        f_std = prediction.forces_std[a_ok]
+        f_atom_std_all = np.sqrt(np.sum(prediction.forces_std**2, axis=1))
+        structure_idx = np.repeat(np.arange(len(counts)), counts)
+        f_struct = np.bincount(structure_idx, weights=f_atom_std_all,
+                               minlength=len(counts)) / counts
+        f_samples = None
+        if prediction.forces_samples is not None:
+            f_samples = prediction.forces_samples[:, a_ok].reshape(
+                prediction.forces_samples.shape[0], -1)
+        out["forces"] = Target("forces", "eV/Å", f_true.ravel(), f_mean.ravel(),
+                               f_std.ravel(), f_samples,
+                               np.linalg.norm(f_mean - f_true, axis=1),
+                               f_atom_std_all[a_ok], f_struct, vector_size=3)
+    return out
 
 
 def _nonfinite(t: Target) -> int:
@@ -81,12 +94,13 @@ def score(
         results[split] = {}
         curves[split] = {}
         for tname, t in tgts.items():
-            row: dict[str, float] = {"n_targets": int(t.y_true.size),
+            row: dict[str, float] = {"n_structures": label_counts(splits[split])[tname],
+                                     "n_targets": int(t.y_true.size),
                                      "n_nonfinite": _nonfinite(t),
                                      "n_zero_std": int(np.sum(t.y_std == 0))}
             for spec in metrics:
                 if spec.ood:
-                    if split == id_split or id_split not in per_split:
+                    if split == id_split or tname not in per_split.get(id_split, {}):
                         continue
                     row[spec.key] = spec.compute(per_split[id_split][tname], t)
                 else:
@@ -154,12 +168,13 @@ def group_scores(predictions: dict[str, Prediction], splits: dict[str, list[Atom
         if len(set(labels)) < 2:
             continue
         out[split] = {"key": key}
-        atom_labels = np.repeat(labels, pred.n_atoms)
+        e_ok, a_ok = label_masks(structures)
+        atom_labels = np.repeat(labels, pred.n_atoms)[a_ok]
         for name, t in targets(pred, structures).items():
-            per = atom_labels if name == "forces" else labels
+            per = atom_labels if name == "forces" else labels[e_ok]
             values_per = np.repeat(per, 3) if name == "forces" else per
             groups = {}
-            for g in sorted(set(labels)):
+            for g in sorted(set(per)):
                 sub = _subset(t, per == g, values_per == g)
                 groups[g] = {"n": int(np.sum(per == g)), "spearman": SPEARMAN.compute(sub),
                              "spearman_robust": SPEARMAN_ROBUST.compute(sub)}

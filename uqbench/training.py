@@ -13,7 +13,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from uqbench.backbones.adapter import energy_and_forces
-from uqbench.backbones.graph import GraphBatch, collate
+from uqbench.backbones.graph import (
+    GraphBatch,
+    at_energy_labels,
+    at_force_labels,
+    collate,
+    mean_or_zero,
+)
 from uqbench.dataset import VOIGT
 from uqbench.errors import UQBenchError
 
@@ -32,14 +38,15 @@ def resolve_device(device: str) -> torch.device:
 def mse_loss(model: nn.Module, batch: GraphBatch, force_weight: float,
              stress_weight: float = 0.0) -> torch.Tensor:
     """Per-atom energy MSE + force_weight x force-component MSE (+ stress_weight x MSE of
-    the stress components where the batch has stress labels), in the model's scale units."""
+    the stress components where the batch has stress labels), in the model's scale units;
+    each mean runs over the labels present."""
     stress = uses_stress(batch, stress_weight)
     out = energy_and_forces(model, batch, create_graph=model.training, with_stress=stress)
     energy, forces = out[0], out[1]
     scale = model.energy_scale
-    e_err = (energy - batch.energy) / batch.n_atoms / scale
-    f_err = (forces - batch.forces) / scale
-    loss = (e_err**2).mean() + force_weight * (f_err**2).mean()
+    (e_err,) = at_energy_labels(batch, (energy - batch.energy) / batch.n_atoms / scale)
+    (f_err,) = at_force_labels(batch, (forces - batch.forces) / scale)
+    loss = mean_or_zero(e_err**2) + force_weight * mean_or_zero(f_err**2)
     if stress:
         pred, true = stress_components(out[2], batch, scale)
         loss = loss + stress_weight * ((pred - true) ** 2).mean()

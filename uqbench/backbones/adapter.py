@@ -70,7 +70,7 @@ class BackboneAdapter:
     def fit_normalisation(self, model: nn.Module, items: list[dict[str, np.ndarray]]) -> None:
         """Per-atom energy shift (mean) and scale (RMS of force components) from labels."""
         e_per_atom = np.array([it["energy"][0] / len(it["numbers"]) for it in items])
-        model.energy_shift.fill_(float(e_per_atom.mean()))
+        model.energy_shift.fill_(labelled_mean(e_per_atom))
         model.energy_scale.fill_(force_rms(items, e_per_atom))
 
     def prepare_member(self, model: nn.Module, member: int) -> None:
@@ -102,10 +102,19 @@ class BackboneAdapter:
         return [m for m in model.modules() if isinstance(m, nn.Dropout)]
 
 
+def labelled_mean(values: np.ndarray) -> float:
+    """The mean of the finite entries (NaN marks a missing label); 0 when there are none."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else 0.0
+
+
 def force_rms(items: list[dict[str, np.ndarray]], e_per_atom: np.ndarray) -> float:
-    """The loss unit: RMS of the training force components (else of energies per atom)."""
+    """The loss unit: RMS of the training force components (else, with no force labels or
+    only zero forces, the spread of the energies per atom; else 1)."""
     f = np.concatenate([it["forces"].ravel() for it in items])
-    return float(np.sqrt(np.mean(f**2))) or float(np.std(e_per_atom)) or 1.0
+    f, e = f[np.isfinite(f)], e_per_atom[np.isfinite(e_per_atom)]
+    rms = float(np.sqrt(np.mean(f**2))) if f.size else 0.0
+    return rms or (float(np.std(e)) if e.size > 1 else 0.0) or 1.0
 
 
 class EGNNAdapter(BackboneAdapter):

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from uqbench.backbones.adapter import BackboneAdapter, force_rms
+from uqbench.backbones.adapter import BackboneAdapter, force_rms, labelled_mean
 from uqbench.backbones.graph import collate
 from uqbench.errors import UQBenchError
 
@@ -58,7 +58,7 @@ class FoundationAdapter(BackboneAdapter):
                 residuals.extend((np.array([it["energy"][0] for it in chunk]) - pred) / n)
         model.train(was_training)
         residuals = np.array(residuals)
-        model.energy_shift.fill_(float(residuals.mean()))
+        model.energy_shift.fill_(labelled_mean(residuals))
         model.energy_scale.fill_(force_rms(items, residuals))
 
 

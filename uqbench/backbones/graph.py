@@ -37,6 +37,10 @@ class GraphBatch:
     forces: torch.Tensor | None = None  # [n_atoms, 3]
     stress: torch.Tensor | None = None  # [n_structures, 3, 3], NaN where a structure has none
     extras: list | None = None  # one object per structure, or None
+    # Which structures have an energy label and which atoms a force label; None when every
+    # one has (the usual case, so complete batches take no masking step).
+    energy_labelled: torch.Tensor | None = None  # [n_structures] bool
+    forces_labelled: torch.Tensor | None = None  # [n_atoms] bool
 
     @property
     def n_structures(self) -> int:
@@ -72,6 +76,8 @@ class GraphBatch:
             cell=tile(self.cell), unit_shift=tile(self.unit_shift),
             energy=tile(self.energy), forces=tile(self.forces), stress=tile(self.stress),
             extras=None if self.extras is None else self.extras * copies,
+            energy_labelled=tile(self.energy_labelled),
+            forces_labelled=tile(self.forces_labelled),
         )
 
 
@@ -118,10 +124,10 @@ def graph_item_from_edges(atoms: Atoms, src: np.ndarray, dst: np.ndarray,
         "src": np.asarray(src, dtype=np.int64), "dst": np.asarray(dst, dtype=np.int64),
         "shift": unit_shift @ cell, "unit_shift": unit_shift, "cell": cell[None],
     }
-    if "energy" in atoms.info:
-        item["energy"] = np.array([float(atoms.info["energy"])])
-    if "forces" in atoms.arrays:
-        item["forces"] = np.asarray(atoms.arrays["forces"], dtype=np.float64)
+    if "energy" in atoms.info or "forces" in atoms.arrays:  # a missing one of the two: NaN
+        item["energy"] = np.array([float(atoms.info.get("energy", np.nan))])
+        item["forces"] = (np.asarray(atoms.arrays["forces"], dtype=np.float64)
+                          if "forces" in atoms.arrays else np.full((len(atoms), 3), np.nan))
     if "stress" in atoms.info and atoms.pbc.all():
         item["stress"] = full_stress(atoms.info["stress"])[None]
     return item
@@ -136,6 +142,12 @@ def collate(items: list[dict[str, np.ndarray]], dtype: torch.dtype = torch.float
     labelled = all("energy" in it and "forces" in it for it in items)
     stressed = labelled and any("stress" in it for it in items)
     nan = np.full((1, 3, 3), np.nan)
+    energy_labelled = forces_labelled = None
+    if labelled:
+        e_ok = np.isfinite(cat("energy"))
+        f_ok = np.isfinite(cat("forces")).all(axis=1)
+        if not e_ok.all() or not f_ok.all():
+            energy_labelled, forces_labelled = torch.as_tensor(e_ok), torch.as_tensor(f_ok)
     return GraphBatch(
         positions=f(cat("positions")), numbers=i(cat("numbers")), charges=f(cat("charges")),
         structure=i(np.repeat(np.arange(len(items)), counts)),
@@ -147,4 +159,27 @@ def collate(items: list[dict[str, np.ndarray]], dtype: torch.dtype = torch.float
         forces=f(cat("forces")) if labelled else None,
         stress=f(np.concatenate([it.get("stress", nan) for it in items])) if stressed else None,
         extras=[it["extra"] for it in items] if "extra" in items[0] else None,
+        energy_labelled=energy_labelled, forces_labelled=forces_labelled,
     )
+
+
+def at_energy_labels(batch: GraphBatch, *values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Each of ``values`` ([..., n_structures]) at the structures with an energy label (all
+    of it when the batch is completely labelled). Select before any nonlinear step of a
+    loss: the NaN that stands for a missing label must reach neither value nor gradient."""
+    if batch.energy_labelled is None:
+        return values
+    return tuple(v[..., batch.energy_labelled] for v in values)
+
+
+def at_force_labels(batch: GraphBatch, *values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Each of ``values`` ([..., n_atoms, 3]) at the atoms with a force label (see
+    `at_energy_labels`)."""
+    if batch.forces_labelled is None:
+        return values
+    return tuple(v[..., batch.forces_labelled, :] for v in values)
+
+
+def mean_or_zero(values: torch.Tensor) -> torch.Tensor:
+    """The mean, or zero (keeping the graph) when a batch has no label of this kind."""
+    return values.mean() if values.numel() else values.sum()

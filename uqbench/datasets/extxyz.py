@@ -13,10 +13,13 @@ from uqbench.dataset import ID_SPLITS, Dataset, normalise_labels
 from uqbench.errors import UQBenchError
 
 
-def read_labelled(path: str | Path, virial_stress: bool = True) -> list[Atoms]:
-    """Frames of an extxyz file with energy and forces (and stress, or GAP's virial, where
-    a periodic frame has it), checked; one-line errors. ``virial_stress=False`` leaves a
-    stress-from-virial choice to the caller (see `normalise_labels`)."""
+def read_labelled(path: str | Path, virial_stress: bool = True,
+                  keys: dict[str, str | None] | None = None) -> list[Atoms]:
+    """Frames of an extxyz file with an energy, forces or both (and stress, or GAP's virial,
+    where a periodic frame has it), checked; one-line errors. ``virial_stress=False`` leaves a
+    stress-from-virial choice to the caller (see `normalise_labels`). ``keys`` names the
+    info key of the energy and the arrays key of the forces where they are not ``energy``
+    and ``forces`` (None: ignore that label)."""
     path = Path(path)
     if not path.is_file():
         raise UQBenchError(f"no such data file {str(path)!r}")
@@ -33,18 +36,26 @@ def read_labelled(path: str | Path, virial_stress: bool = True) -> list[Atoms]:
             normalise_labels(atoms, virial_stress)
         except UQBenchError as exc:
             raise UQBenchError(f"{where}: {exc}") from None
-        if "energy" not in atoms.info:
-            raise UQBenchError(f"{where} has no energy label")
-        if "forces" not in atoms.arrays:
-            raise UQBenchError(f"{where} has no forces label")
+        if keys is not None:
+            _use_keys(atoms, keys)
+        if "energy" not in atoms.info and "forces" not in atoms.arrays:
+            raise UQBenchError(f"{where} has neither an energy nor a forces label")
         if not np.isfinite(atoms.positions).all():
             raise UQBenchError(f"{where} has non-finite positions")
-        shape = np.shape(atoms.arrays["forces"])
-        if shape != (len(atoms), 3):
-            raise UQBenchError(f"{where} has forces of shape {shape}; expected "
-                               f"({len(atoms)}, 3)")
-        if not np.isfinite(atoms.info["energy"]) or not np.isfinite(atoms.arrays["forces"]).all():
-            raise UQBenchError(f"{where} has a non-finite energy or forces")
+        if "forces" in atoms.arrays:
+            shape = np.shape(atoms.arrays["forces"])
+            if shape != (len(atoms), 3):
+                raise UQBenchError(f"{where} has forces of shape {shape}; expected "
+                                   f"({len(atoms)}, 3)")
+            if not np.isfinite(atoms.arrays["forces"]).all():
+                raise UQBenchError(f"{where} has non-finite forces")
+        if "energy" in atoms.info:
+            try:
+                atoms.info["energy"] = float(atoms.info["energy"])
+            except (TypeError, ValueError):
+                raise UQBenchError(f"{where} has an energy that is not a number") from None
+            if not np.isfinite(atoms.info["energy"]):
+                raise UQBenchError(f"{where} has a non-finite energy")
         if "stress" in atoms.info and not np.isfinite(atoms.info["stress"]).all():
             raise UQBenchError(f"{where} has a non-finite stress")
         if "stress" in atoms.info and not atoms.pbc.all():
@@ -52,6 +63,18 @@ def read_labelled(path: str | Path, virial_stress: bool = True) -> list[Atoms]:
         if (atoms.numbers < 1).any() or (atoms.numbers >= len(chemical_symbols)).any():
             raise UQBenchError(f"{where} has an unknown element")
     return frames
+
+
+def _use_keys(atoms: Atoms, keys: dict[str, str | None]) -> None:
+    """Make the user's energy and forces keys the labels, whatever else the file holds."""
+    for label, store in (("energy", atoms.info), ("forces", atoms.arrays)):
+        key = keys.get(label, label)
+        if key == label:
+            continue
+        value = store.pop(key, None) if key is not None else None
+        store.pop(label, None)
+        if value is not None:
+            store[label] = value
 
 
 def assign_splits(frames: list[Atoms], split_key: str | None, split_map: dict | None,

@@ -294,8 +294,8 @@ def _chunks(items: list[dict], max_edges: int):
 
 def _labelled(structures: list[Atoms], split: str) -> list[Atoms]:
     """The structures with their labels where uqbench reads them (copies: a calculator's
-    results, as ``ase.io.read`` gives them, move to ``info``/``arrays``), checked to be
-    present and finite before any training."""
+    results, as ``ase.io.read`` gives them, move to ``info``/``arrays``), checked before
+    any training: an energy, forces or both, finite."""
     from uqbench.dataset import normalise_labels
 
     if not structures:
@@ -307,9 +307,11 @@ def _labelled(structures: list[Atoms], split: str) -> list[Atoms]:
             a = a.copy()
             a.calc = calc
             a = normalise_labels(a)
-        if "energy" not in a.info or "forces" not in a.arrays:
-            raise UQBenchError(f"{split} structure {i} lacks an energy or forces label")
-        if not np.isfinite(a.info["energy"]) or not np.isfinite(a.arrays["forces"]).all():
+        if "energy" not in a.info and "forces" not in a.arrays:
+            raise UQBenchError(f"{split} structure {i} has neither an energy nor a forces "
+                               "label")
+        if ("energy" in a.info and not np.isfinite(a.info["energy"])) or (
+                "forces" in a.arrays and not np.isfinite(a.arrays["forces"]).all()):
             raise UQBenchError(f"{split} structure {i} has a non-finite energy or force label")
         out.append(a)
     return out

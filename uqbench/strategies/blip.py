@@ -36,6 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from uqbench.backbones.adapter import BackboneAdapter, energy_and_forces
+from uqbench.backbones.graph import at_energy_labels, at_force_labels, mean_or_zero
 from uqbench.params import Interval, Options
 from uqbench.strategies.base import TorchUQMethod
 from uqbench.training import fixed_noise, stress_components, uses_stress
@@ -249,9 +250,11 @@ class BLIP(TorchUQMethod):
                              self._torch_dtype):
             e, f = (x.detach() for x in energy_and_forces(model, batch, stochastic=False)[:2])
             scale = model.energy_scale
-            sq_e += float((((e - batch.energy) / batch.n_atoms / scale) ** 2).sum())
-            sq_f += float((((f - batch.forces) / scale) ** 2).sum())
-            n_e, n_f = n_e + batch.n_structures, n_f + f.numel()
+            (e_err,) = at_energy_labels(batch, (e - batch.energy) / batch.n_atoms / scale)
+            (f_err,) = at_force_labels(batch, (f - batch.forces) / scale)
+            sq_e += float((e_err**2).sum())
+            sq_f += float((f_err**2).sum())
+            n_e, n_f = n_e + e_err.numel(), n_f + f_err.numel()
         with torch.no_grad():
             for param, sq, n in ((model.log_sigma_energy, sq_e, n_e),
                                  (model.log_sigma_forces, sq_f, n_f)):
@@ -271,11 +274,11 @@ class BLIP(TorchUQMethod):
         stress = uses_stress(batch, self.stress_weight)
         out = energy_and_forces(model, batch, create_graph=model.training, with_stress=stress)
         scale = model.energy_scale
-        e_err = (out[0] - batch.energy) / batch.n_atoms / scale
-        f_err = (out[1] - batch.forces) / scale
+        (e_err,) = at_energy_labels(batch, (out[0] - batch.energy) / batch.n_atoms / scale)
+        (f_err,) = at_force_labels(batch, (out[1] - batch.forces) / scale)
         ls_e, ls_f = model.log_sigma_energy, model.log_sigma_forces
-        nll_e = (0.5 * (e_err * torch.exp(-ls_e)) ** 2 + ls_e).mean()
-        nll_f = (0.5 * (f_err * torch.exp(-ls_f)) ** 2 + ls_f).mean()
+        nll_e = mean_or_zero(0.5 * (e_err * torch.exp(-ls_e)) ** 2 + ls_e)
+        nll_f = mean_or_zero(0.5 * (f_err * torch.exp(-ls_f)) ** 2 + ls_f)
         nll = nll_e + self.force_weight * nll_f
         if stress:
             pred, true = stress_components(out[2], batch, scale)

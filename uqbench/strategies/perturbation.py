@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from uqbench.backbones.adapter import BackboneAdapter, energy_and_forces
+from uqbench.backbones.graph import at_energy_labels, at_force_labels, mean_or_zero
 from uqbench.params import Interval, Optional, Options
 from uqbench.strategies.base import TorchUQMethod
 from uqbench.training import fair_crps, fixed_noise, stress_components, uses_stress
@@ -200,11 +201,11 @@ class FunctionalPerturbation(TorchUQMethod):
         scale = model.energy_scale
         e = out[0].reshape(s, n) / batch.n_atoms / scale
         f = out[1].reshape(s, -1, 3) / scale
-        e_true = batch.energy / batch.n_atoms / scale
-        f_true = batch.forces / scale
+        e, e_true = at_energy_labels(batch, e, batch.energy / batch.n_atoms / scale)
+        f, f_true = at_force_labels(batch, f, batch.forces / scale)
         a = self.crps_alpha
-        loss = (fair_crps(e, e_true, a).mean()
-                + self.force_weight * fair_crps(f, f_true, a).mean())
+        loss = (mean_or_zero(fair_crps(e, e_true, a))
+                + self.force_weight * mean_or_zero(fair_crps(f, f_true, a)))
         if stress:
             pred, true = stress_components(out[2].reshape(s, n, 3, 3), batch, scale)
             loss = loss + self.stress_weight * fair_crps(pred, true, a).mean()

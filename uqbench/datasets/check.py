@@ -1,0 +1,120 @@
+"""`uqbench datasets check`: what a dataset holds, split by split, and what looks wrong."""
+
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms
+from ase.neighborlist import neighbor_list
+
+from uqbench.dataset import Dataset, energies, forces, label_counts, n_atoms
+
+#: Distances searched for the closest pair (Å); closer than CLOSE is reported as a problem.
+SEARCH, CLOSE = 3.0, 0.5
+#: A split smaller than this gives noisy metrics.
+FEW = 10
+
+
+def min_distance(atoms: Atoms) -> float:
+    """The closest pair of atoms (periodic images included), or inf beyond `SEARCH` Å."""
+    if len(atoms) < 2 and not atoms.pbc.any():
+        return np.inf
+    d = neighbor_list("d", atoms, SEARCH)
+    return float(d.min()) if d.size else np.inf
+
+
+def _fingerprint(atoms: Atoms) -> bytes:
+    return atoms.numbers.tobytes() + np.round(atoms.positions, 5).tobytes()
+
+
+def split_rows(dataset: Dataset) -> list[dict]:
+    """One summary row per split (numbers in eV, Å)."""
+    rows = []
+    for name, frames in dataset.splits.items():
+        counts = n_atoms(frames)
+        e = energies(frames) / counts
+        e = e[np.isfinite(e)]
+        f = np.linalg.norm(forces(frames), axis=1)
+        f = f[np.isfinite(f)]
+        labels = label_counts(frames)
+        rows.append({
+            "split": name, "structures": len(frames),
+            "atoms": f"{counts.min()}-{counts.max()}" if counts.min() != counts.max()
+            else str(counts.min()),
+            "elements": " ".join(sorted({s for a in frames for s in a.get_chemical_symbols()})),
+            "energy": labels["energy"], "forces": labels["forces"], "stress": labels["stress"],
+            "E/atom min": float(e.min()) if e.size else np.nan,
+            "E/atom max": float(e.max()) if e.size else np.nan,
+            "|F| max": float(f.max()) if f.size else np.nan,
+            "d min": min(min_distance(a) for a in frames),
+            "periodic": "yes" if all(a.pbc.all() for a in frames) else
+            ("no" if not any(a.pbc.any() for a in frames) else "mixed"),
+        })
+    return rows
+
+
+def problems(dataset: Dataset) -> list[str]:
+    """Everything that would make a benchmark on ``dataset`` mislead, one line each."""
+    found = []
+    train = dataset.splits["train"]
+    seen: dict[bytes, str] = {}
+    for name, frames in dataset.splits.items():
+        leaks = 0
+        for atoms in frames:
+            key = _fingerprint(atoms)
+            if key in seen and seen[key] != name:
+                leaks += 1
+            seen.setdefault(key, name)
+        if leaks:
+            found.append(f"{leaks} structure(s) of {name!r} also appear in an earlier split "
+                         "(identical atoms and positions): scores on it are not held out")
+    train_elements = {s for a in train for s in a.get_chemical_symbols()}
+    labels = label_counts(train)
+    if not labels["energy"]:
+        found.append("train has no energy labels: energies are learned from forces only, up "
+                     "to a constant, and energy metrics will mean little")
+    if not labels["forces"]:
+        found.append("train has no force labels: forces are learned only through energies")
+    if "val" not in dataset.splits:
+        found.append("no val split: training keeps its last weights and tuning has no "
+                     "held-out data (give val: 0.1 or files)")
+    for name, frames in dataset.splits.items():
+        new = {s for a in frames for s in a.get_chemical_symbols()} - train_elements
+        if new:
+            found.append(f"{name!r} has element(s) {', '.join(sorted(new))} that train lacks")
+        close = sum(min_distance(a) < CLOSE for a in frames)
+        if close:
+            found.append(f"{close} structure(s) of {name!r} have atoms closer than {CLOSE} Å "
+                         "(units? a broken frame?)")
+        if name != "train" and len(frames) < FEW:
+            found.append(f"{name!r} has only {len(frames)} structures: its metrics will be "
+                         "noisy")
+        e = energies(frames) / n_atoms(frames)
+        e = e[np.isfinite(e)]
+        if e.size >= 5:
+            med = np.median(e)
+            mad = np.median(np.abs(e - med)) or 1e-12
+            far = int(np.sum(np.abs(e - med) > 50 * mad))
+            if far:
+                found.append(f"{far} energy label(s) of {name!r} lie over 50 median absolute "
+                             "deviations from its median (mixed units or references?)")
+        if name != "train" and not label_counts(frames)["energy"] and not label_counts(
+                frames)["forces"]:
+            found.append(f"{name!r} has no labels: nothing can be scored on it")
+    return found
+
+
+def report(dataset: Dataset) -> tuple[str, list[str]]:
+    """A printable summary of ``dataset`` and the list of problems found."""
+    import pandas as pd
+
+    frame = pd.DataFrame(split_rows(dataset)).set_index("split")
+    head = f"dataset {dataset.key}"
+    if dataset.description:
+        head += f": {dataset.description}"
+    text = "\n".join([
+        head,
+        "labels: structures with an energy / forces / stress label; E/atom in eV/atom, "
+        f"|F| in eV/Å, d min = closest pair in Å (inf: none within {SEARCH} Å)",
+        frame.to_string(float_format=lambda v: f"{v:.4g}"),
+    ])
+    return text, problems(dataset)
