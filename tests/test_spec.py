@@ -215,3 +215,22 @@ def test_dataset_options_from_the_cli_are_checked(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and message in err[0], err
     assert not out.exists()
+
+
+def test_sweep_file_dataset_options_reach_the_loader_and_are_checked(tmp_path, capsys):
+    from uqbench.sweep import expand, load_sweep
+
+    good = tmp_path / "good.yaml"
+    good.write_text("methods: [egnn]\ndatasets: [nbody]\n"
+                    "dataset_options: {nbody: {test_size: 7}}\n")
+    [cfg] = expand(load_sweep(good), tmp_path / "out")
+    assert cfg.dataset_options == {"test_size": 7}
+    for text, message in (("dataset_options: {silica: {x: 1}}", "not in 'datasets'"),
+                          ("dataset_options: [1]", "must map a dataset"),
+                          ("dataset_options: {nbody: {colour: red}}",
+                           "takes no option 'colour'")):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(f"methods: [egnn]\ndatasets: [nbody]\n{text}\n")
+        code = main(["sweep", str(bad), "--out", str(tmp_path / "o"), "--serial"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and message in err[0], err

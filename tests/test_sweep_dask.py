@@ -38,7 +38,7 @@ def test_killed_sweep_resumes_with_every_run_once(tmp_path):
     assert len(expected) == 8
 
     proc = _sweep(spec, out)
-    deadline = time.time() + 300
+    deadline = time.time() + 3600  # a hang guard, not a speed test
     while time.time() < deadline and not list(out.rglob("*.json")):
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)  # the whole sweep: client, scheduler and workers
@@ -47,7 +47,7 @@ def test_killed_sweep_resumes_with_every_run_once(tmp_path):
     assert 1 <= len(partial) < len(expected), "the kill should land part-way"
 
     proc = _sweep(spec, out)
-    stdout, stderr = proc.communicate(timeout=500)
+    stdout, stderr = proc.communicate(timeout=3600)
     assert proc.returncode == 0, stderr
     assert f"{len(partial)} already recorded" in stdout or "already recorded" in stdout
     final = set(out.rglob("*.json"))

@@ -42,7 +42,14 @@ def cli() -> None:
       uqbench methods                      # what can be run
       uqbench run --method ensemble-egnn --dataset nbody --quick
       uqbench leaderboard --results results --out leaderboard
+
+    Progress: a bar on a terminal; where stderr is not a terminal (a log file, a batch
+    job), a line per task every 30 s with its ETA (UQBENCH_PROGRESS_INTERVAL sets the
+    seconds). Every run also writes <record>.log beside its record.
     """
+    from uqbench.progress import setup_logging
+
+    setup_logging()
 
 
 @cli.command()

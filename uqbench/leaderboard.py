@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from uqbench.metrics.table import BUILTIN
+from uqbench.progress import note
 from uqbench.results import read_record
 
 TIDY_COLUMNS = [
@@ -162,12 +163,15 @@ def _write_atomic_text(path: Path, text: str) -> None:
 def write_leaderboard(results_dir: Path, out_dir: Path) -> tuple[list[Path], list[str]]:
     """Write ``results.csv``, ``<dataset>.csv`` and ``<dataset>.md``; returns files, skips."""
     records, skipped = load_records(results_dir)
+    note("leaderboard: %d record(s) read from %s (%d skipped)", len(records), results_dir,
+         len(skipped))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = tidy(records)
     written = [out_dir / "results.csv"]
     _write_atomic_text(written[0], frame.to_csv(index=False))
     for dataset, part in frame.groupby("dataset", sort=True):
+        note("leaderboard: %s: tables and figures", dataset)
         csv_path, md_path = out_dir / f"{dataset}.csv", out_dir / f"{dataset}.md"
         _write_atomic_text(csv_path, wide(part).to_csv(index=False))
         _write_atomic_text(md_path, markdown(part, dataset))

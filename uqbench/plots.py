@@ -16,6 +16,7 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from uqbench.metrics.table import BUILTIN  # noqa: E402
+from uqbench.progress import note  # noqa: E402
 
 _LABELS = {m.key: m.label for m in BUILTIN}
 _UNITS = {"energy": "eV/atom", "forces": "eV/Å"}
@@ -131,6 +132,7 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     tmp.replace(path)
+    note("figure written: %s", path)
     return path
 
 

@@ -76,10 +76,16 @@ def _is_file_key(key: str) -> bool:
     return key.endswith((".xyz", ".extxyz", ".yaml", ".yml")) or "/" in key
 
 
+def is_file_dataset(key: str) -> bool:
+    """Whether ``key`` names a user's file (a spec or an extxyz file), not a registered
+    dataset."""
+    return _is_file_key(key) and key not in entries("dataset")
+
+
 def dataset_loader(key: str):
     """The loader of a registered dataset, of a dataset spec file (``.yaml``) or of an
     extxyz file, named by its path."""
-    if _is_file_key(key) and key not in entries("dataset"):
+    if is_file_dataset(key):
         from uqbench.datasets.spec import is_spec, load_spec
 
         if is_spec(key):
@@ -93,12 +99,16 @@ def dataset_loader(key: str):
 def dataset_name(key: str) -> str:
     """The name results are filed under: a registered key as it is, a spec file's ``name``,
     an extxyz file's name without its directory (checked, cheaply, for spec files)."""
-    if _is_file_key(key) and key not in entries("dataset"):
+    if is_file_dataset(key):
         from pathlib import Path
 
         from uqbench.datasets.spec import is_spec, read_spec
 
-        return read_spec(key)["name"] if is_spec(key) else Path(key).stem
+        if is_spec(key):
+            return read_spec(key)["name"]
+        if not Path(key).is_file():
+            raise UQBenchError(f"no such data file {key!r}")
+        return Path(key).stem
     return key
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import numpy as np
 from uqbench import registry
 from uqbench.dataset import label_counts
 from uqbench.errors import UQBenchError
+from uqbench.progress import log_to_file, note, quiet
 from uqbench.results import (
     SCHEMA_VERSION,
     check_writable,
@@ -110,7 +112,13 @@ def check_dataset_options(key: str, loader, options: dict[str, Any]) -> None:
 
 
 def prepare(cfg: RunConfig):
-    """Validate everything cheap before any expensive work; returns (method, loader kwargs)."""
+    """Validate everything cheap before any expensive work; returns (method, loader kwargs).
+    Silent but for errors (a pretrained backbone's weights are read here, unannounced)."""
+    with quiet():
+        return _prepare(cfg)
+
+
+def _prepare(cfg: RunConfig):
     if cfg.train_size is not None and cfg.train_size < 1:
         raise UQBenchError(f"--train-size must be a positive integer; got {cfg.train_size}")
     if isinstance(cfg.threads, bool) or not isinstance(cfg.threads, int) or cfg.threads < 1:
@@ -202,30 +210,55 @@ def planned_path(cfg: RunConfig) -> Path:
 
 
 def run(cfg: RunConfig) -> tuple[Path, dict]:
-    """Do the whole flow for one configuration and write its record; returns (path, record)."""
+    """Do the whole flow for one configuration and write its record; returns (path, record).
+    Progress goes to the ``uqbench`` logger and to ``<record>.log`` beside the record."""
+    method, data_kwargs = prepare(cfg)
+    rid, _ = identity(cfg, method, data_kwargs)
+    name = registry.dataset_name(cfg.dataset)
+    log = log_to_file(record_path(cfg.out, name, cfg.method, rid).with_suffix(".log"))
+    try:
+        with log:
+            return _run(cfg, method, data_kwargs, log)
+    except UQBenchError:  # bad input found late (in a data file): one line, nothing left
+        log.discard()
+        raise
+
+
+def _run(cfg: RunConfig, method, data_kwargs: dict, log) -> tuple[Path, dict]:
     import torch
 
-    method, data_kwargs = prepare(cfg)
     rid, config = identity(cfg, method, data_kwargs)
     name = registry.dataset_name(cfg.dataset)
     torch.set_num_threads(cfg.threads)
     _seed_everything(cfg.seed)
     t0 = time.perf_counter()
-    dataset = registry.dataset_loader(cfg.dataset)(**data_kwargs)
+    # A user's file is checked as it is read: its errors come as one line, so its (quick)
+    # reading is silent; generated datasets report their generation.
+    with quiet() if registry.is_file_dataset(cfg.dataset) else nullcontext():
+        dataset = registry.dataset_loader(cfg.dataset)(**data_kwargs)
     data_s = time.perf_counter() - t0
+    note("run: %s on %s, seed %d, %d thread(s), configuration %s", cfg.method, name,
+         cfg.seed, cfg.threads, rid.rsplit("-", 1)[1])
     train_size = len(dataset.splits["train"])
     if cfg.train_size is None:  # name the record by the size the dataset chose
         rid = f"n{train_size}-{rid.split('-', 1)[1]}"
+        log.move(record_path(cfg.out, name, cfg.method, rid).with_suffix(".log"))
+    note("dataset ready in %.1f s: %s", data_s,
+         ", ".join(f"{k} {v}" for k, v in dataset.sizes().items()))
 
     t0 = time.perf_counter()
+    note("fitting %s on %d structures", cfg.method, train_size)
     method.fit(dataset.splits["train"], dataset.splits.get("val"))
     fit_s = time.perf_counter() - t0
+    note("fit done in %.1f s", fit_s)
 
     predictions, predict_s = {}, {}
     for split in dataset.test_splits:
         t0 = time.perf_counter()
         predictions[split] = method.predict_distribution(dataset.splits[split], cfg.n_samples)
         predict_s[split] = time.perf_counter() - t0
+        note("predicted %s (%d structures) in %.1f s", split, len(dataset.splits[split]),
+             predict_s[split])
 
     from uqbench import collapse
     from uqbench.scoring import group_scores, score, tail_summary
@@ -266,6 +299,7 @@ def run(cfg: RunConfig) -> tuple[Path, dict]:
     }
     path = record_path(cfg.out, name, cfg.method, rid)
     write_json_atomic(path, record)
+    note("record written: %s", path)
     return path, record
 
 

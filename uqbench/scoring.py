@@ -18,8 +18,11 @@ zero stds are counted too (``n_zero_std``): they make the NLL infinite.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from ase import Atoms
+from scipy.stats import ConstantInputWarning
 
 from uqbench.dataset import energies, forces, label_counts, n_atoms
 from uqbench.metrics.functions import calibration_curve, rmse_rmv_curve, tail_ratio
@@ -87,6 +90,15 @@ def score(
     id_split: str = "test",
 ) -> tuple[dict, dict]:
     """Metrics ``{split: {target: {metric: value}}}`` and curves for plots, per split."""
+    # A deterministic model's zero stds and constant inputs make numpy and scipy warn on
+    # every run; they are expected, counted (n_zero_std) and show as inf or NaN metrics.
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConstantInputWarning)
+        return _score(predictions, splits, metrics, id_split)
+
+
+def _score(predictions: dict[str, Prediction], splits: dict[str, list[Atoms]],
+           metrics: list[MetricSpec], id_split: str) -> tuple[dict, dict]:
     per_split = {name: targets(pred, splits[name]) for name, pred in predictions.items()}
     results: dict = {}
     curves: dict = {}

@@ -7,6 +7,8 @@ A sweep file (YAML) names the grid and hyperparameter rules applied in order:
     train_sizes: [100, 1000]
     seeds: [0, 1, 2]
     threads: 1                    # optional: torch threads per run (recorded)
+    dataset_options:              # optional: loader options per dataset (checked)
+      nbody: {test_size: 500}
     params:                       # optional; later rules win
       - set: {patience: 20}       # every run
       - when: {train_size: 100}   # runs matching every key given
@@ -41,14 +43,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from tqdm.auto import tqdm
 
 from uqbench.errors import UQBenchError
+from uqbench.progress import Progress
 from uqbench.results import write_json_atomic
 from uqbench.runner import DEFAULT_THREADS, RunConfig, planned_path, run
 
 GRID_KEYS = ("methods", "datasets", "train_sizes", "seeds")
-OPTIONAL_KEYS = ("params", "quick", "n_samples", "device", "threads", "cluster", "profiles")
+OPTIONAL_KEYS = ("params", "quick", "n_samples", "device", "threads", "cluster", "profiles",
+                 "dataset_options")
 
 
 def load_sweep(path: Path, profile: str | None = None) -> dict[str, Any]:
@@ -125,6 +128,13 @@ def _check_grid(spec: dict[str, Any]) -> None:
             fail(f"a 'when' may test {', '.join(WHEN_KEYS)}; got {unknown!r}")
         if not isinstance(rule["set"], dict):
             fail(f"'set' must be a mapping of hyperparameters; got {rule['set']!r}")
+    options = spec.get("dataset_options") or {}
+    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+        fail("'dataset_options' must map a dataset to its options, e.g. "
+             f"dataset_options: {{nbody: {{test_size: 500}}}}; got {options!r}")
+    stray = sorted(set(options) - set(spec["datasets"]))
+    if stray:
+        fail(f"'dataset_options' names {stray[0]!r}, which is not in 'datasets'")
     n_samples, threads = spec.get("n_samples"), spec.get("threads")
     for key, value in (("n_samples", n_samples), ("threads", threads)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
@@ -149,6 +159,8 @@ def expand(spec: dict[str, Any], out: Path) -> list[RunConfig]:
                                  device=spec.get("device", "auto"),
                                  n_samples=spec.get("n_samples"),
                                  quick=bool(spec.get("quick", False)), params=params, out=out,
+                                 dataset_options=dict(
+                                     (spec.get("dataset_options") or {}).get(dataset) or {}),
                                  threads=spec.get("threads", DEFAULT_THREADS)))
     return configs
 
@@ -228,11 +240,12 @@ def run_sweep_dask(configs: list[RunConfig], scheduler: str | None = None,
         client = Client(cluster)
     try:
         futures = [client.submit(run_one, cfg, pure=False) for cfg in todo]
-        bar = tqdm(total=len(configs), initial=counts["skipped"], desc="sweep", unit="run",
-                   disable=None if progress else True)
+        bar = Progress(len(todo), "sweep", unit="run", every=0 if progress else None)
+        by_future = dict(zip(futures, todo, strict=True))
         for future in as_completed(futures):
-            counts[future.result()] += 1
-            bar.update(1)
+            status = future.result()
+            counts[status] += 1
+            bar.update(1, last=f"{status} {_label(by_future[future])}")
         bar.close()
     finally:
         client.close()
@@ -244,8 +257,14 @@ def run_sweep_dask(configs: list[RunConfig], scheduler: str | None = None,
 def run_sweep(configs: list[RunConfig], progress: bool = True) -> dict[str, int]:
     """Run serially in this process (no Dask); returns counts of done, skipped, failed."""
     counts = {"done": 0, "skipped": 0, "failed": 0}
-    bar = tqdm(configs, desc="sweep", unit="run", disable=None if progress else True)
-    for cfg in bar:
-        bar.set_postfix_str(f"{cfg.method} n={cfg.train_size} seed={cfg.seed}")
-        counts[run_one(replace(cfg))] += 1
+    bar = Progress(len(configs), "sweep", unit="run", every=0 if progress else None)
+    for cfg in configs:
+        status = run_one(replace(cfg))
+        counts[status] += 1
+        bar.update(1, last=f"{status} {_label(cfg)}")
+    bar.close()
     return counts
+
+
+def _label(cfg: RunConfig) -> str:
+    return f"{cfg.method} on {cfg.dataset} n={cfg.train_size or 'default'} seed={cfg.seed}"

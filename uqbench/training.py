@@ -1,5 +1,5 @@
 """The shared training loop: Adam(W), minibatches, a step or epoch budget, early stopping on
-val, a progress bar."""
+val, progress (a bar on a terminal, log lines with ETA everywhere)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from uqbench.backbones.adapter import energy_and_forces
 from uqbench.backbones.graph import (
@@ -22,6 +21,7 @@ from uqbench.backbones.graph import (
 )
 from uqbench.dataset import VOIGT
 from uqbench.errors import UQBenchError
+from uqbench.progress import Progress
 
 
 def resolve_device(device: str) -> torch.device:
@@ -115,8 +115,12 @@ def train(
     history: dict = {"train_loss": [], "val_loss": []}
     if max_steps is not None and max_steps <= 0:
         max_epochs = 0
-    bar = tqdm(range(max_epochs), desc=desc, unit="epoch", disable=None, leave=False)
-    for _epoch in bar:
+    n_batches = math.ceil(len(train_items) / batch_size)
+    planned = max_epochs * n_batches
+    if max_steps is not None:
+        planned = min(planned, max(max_steps, 0))
+    progress = Progress(planned, desc, unit="step")
+    for epoch in range(max_epochs):
         model.train()
         total, n = 0.0, 0
         for batch in batches(train_items, batch_size, device, dtype, rng):
@@ -127,6 +131,7 @@ def train(
             loss.backward()
             optimiser.step()
             steps += 1
+            progress.update(1)
             total += loss.item() * batch.n_structures
             n += batch.n_structures
             if max_steps is not None and steps >= max_steps:
@@ -142,7 +147,7 @@ def train(
         val /= sum(b.n_structures for b in val_batches)
         history["val_loss"].append(val)
         scheduler.step(val)
-        bar.set_postfix(train=f"{total / n:.4g}", val=f"{val:.4g}")
+        progress.update(0, epoch=epoch + 1, train=total / n, val=val)
         if val < best:
             best, best_state, since_best = val, copy.deepcopy(model.state_dict()), 0
             history["best_step"] = steps
@@ -152,6 +157,7 @@ def train(
                 break
         if out_of_steps:
             break
+    progress.close()
     if best_state is not None:
         model.load_state_dict(best_state)
     history["epochs"] = len(history["train_loss"])

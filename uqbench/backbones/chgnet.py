@@ -20,6 +20,7 @@ from uqbench.backbones.adapter import Site, linear_sites
 from uqbench.backbones.foundation import FoundationAdapter, FoundationBackbone, load_plain
 from uqbench.backbones.graph import graph_item_from_edges
 from uqbench.errors import UQBenchError
+from uqbench.progress import note
 
 DEFAULT_MODEL = "0.3.0"  # the version whose weights chgnet 0.4 ships
 
@@ -87,7 +88,9 @@ class CHGNetAdapter(FoundationAdapter):
     def _load(self) -> nn.Module:
         """The pretrained model, read once per adapter (members and predictions copy it)."""
         if self._pretrained is None:
+            note("loading CHGNet weights (%s)", self.options.get("weights") or "pretrained")
             self._pretrained = self._read()
+            note("CHGNet weights loaded")
         return self._pretrained
 
     def check_available(self) -> None:

@@ -25,6 +25,7 @@ from uqbench.backbones.foundation import FoundationAdapter, FoundationBackbone, 
 from uqbench.backbones.graph import graph_item_from_edges
 from uqbench.dataset import FULL_FROM_VOIGT
 from uqbench.errors import UQBenchError
+from uqbench.progress import note
 
 DEFAULT_MODEL = "orb-v3-conservative-inf-omat"
 RADIUS = 6.0  # Å, every orb-v3 model
@@ -136,7 +137,9 @@ class OrbAdapter(FoundationAdapter):
 
     def _load(self) -> nn.Module:
         if self._pretrained is None:
+            note("loading Orb weights (%s)", self.options.get("weights") or "pretrained")
             self._pretrained = self._read()
+            note("Orb weights loaded")
         return self._pretrained
 
     def _read(self) -> nn.Module:

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import numpy as np
 from ase import Atoms
-from tqdm.auto import tqdm
 
 from uqbench.cache import cache_dir, cached_splits, content_hash
 from uqbench.dataset import Dataset, check_sizes
+from uqbench.progress import Progress
 
 GENERATOR_VERSION = 2
 DT = 1e-3
@@ -212,7 +212,7 @@ def load_nbody(
                 ("ood-n", ood_size, ood_n_particles, far),
                 ("ood-close", ood_size, n_particles, close)]
         total = sum(p[1] for p in plan)
-        with tqdm(total=total, desc="nbody: simulating", unit="frame", disable=None) as bar:
+        with Progress(total, "nbody: simulating", unit="frame") as bar:
             return {name: generate_split(seed, name, size, n, accept, bar)
                     for name, size, n, accept in plan}
 

@@ -26,15 +26,23 @@ import numpy as np
 from ase import Atoms, units
 from ase.build import make_supercell
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from ase.md.velocitydistribution import Stationary
+
+try:  # ASE >= 3.29; the same draw as MaxwellBoltzmannDistribution, which now warns
+    from ase.md.velocitydistribution import thermalize_momenta as thermalize
+except ImportError:  # older ASE
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    def thermalize(atoms, temperature_K, rng=None):  # noqa: N803 (ASE's name)
+        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
 from ase.neighborlist import neighbor_list
 from ase.spacegroup import crystal
-from tqdm.auto import tqdm
 
 from uqbench.cache import cache_dir, cached_splits, content_hash
 from uqbench.dataset import Dataset, check_sizes
 from uqbench.datasets.bks import BKSCalculator
 from uqbench.errors import UQBenchError
+from uqbench.progress import Progress
 
 GENERATOR_VERSION = 2
 TIMESTEP = 1.0 * units.fs
@@ -69,7 +77,7 @@ def _md(atoms: Atoms, temperature: float, steps: int, rng: np.random.Generator,
         init_velocities: bool = True, observe=None, every: int = 1) -> Atoms:
     atoms.calc = atoms.calc or BKSCalculator()
     if init_velocities:
-        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+        thermalize(atoms, temperature, rng=rng)
         Stationary(atoms)
     dyn = Langevin(atoms, TIMESTEP, temperature_K=temperature, friction=FRICTION,
                    fixcm=False, rng=rng)
@@ -247,8 +255,8 @@ def load_silica_bks(
 
     def sample_all() -> dict[str, list[Atoms]]:
         n_traj = {pool: -(-size // FRAMES) for pool, size in sizes.items()}
-        with tqdm(total=sum(n_traj.values()) + 2, desc=f"{name}: MD", unit="trajectory",
-                  disable=None) as bar, _pool(n_jobs) as run:
+        with Progress(sum(n_traj.values()) + 2, f"{name}: MD", unit="trajectory") as bar, \
+                _pool(n_jobs) as run:
             glasses = dict(zip(("train", "test"), run(
                 melt_quench, [(np.random.SeedSequence([seed, stream]), melt, quench, small)
                               for stream in (100, 101)], bar), strict=True))

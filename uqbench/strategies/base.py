@@ -18,6 +18,7 @@ from uqbench.errors import UQBenchError
 from uqbench.method import UQMethod
 from uqbench.params import SEED_MAX, Interval, Mapping, Optional, Options
 from uqbench.prediction import Prediction
+from uqbench.progress import Progress
 from uqbench.training import mse_loss, resolve_device, train
 
 #: Edges per forward pass at prediction; bounds memory, and keeps passes cache-sized on CPU.
@@ -223,11 +224,19 @@ class TorchUQMethod(UQMethod):
         items = self._adapter.graph_items(structures)
         copies = self._copies_per_pass(n_samples)
         energies, forces = [], []
+        # Progress only for a data split: a calculator predicting one structure per MD
+        # step must not log two lines per step.
+        progress = (Progress(len(items), "predicting", unit="structure")
+                    if len(items) >= PROGRESS_MIN_STRUCTURES else None)
         for chunk in _chunks(items, MAX_EDGES_PER_PASS // max(copies, 1)):
             batch = collate(chunk, self._torch_dtype).to(self.device_)
             e, f = self._sample(batch, n_samples)
             energies.append(e.detach().cpu().double().numpy())
             forces.append(f.detach().cpu().double().numpy())
+            if progress is not None:
+                progress.update(len(chunk))
+        if progress is not None:
+            progress.close()
         n_atoms = np.array([len(a) for a in structures])
         return Prediction.from_samples(
             np.concatenate(energies, axis=1), np.concatenate(forces, axis=1), n_atoms
@@ -277,6 +286,10 @@ class TorchUQMethod(UQMethod):
     def _wrap(self, backbone: nn.Module) -> nn.Module:
         """The fitted module around a backbone (identity here; strategies add their layers)."""
         return backbone
+
+
+#: Predictions over at least this many structures report progress.
+PROGRESS_MIN_STRUCTURES = 50
 
 
 def _chunks(items: list[dict], max_edges: int):
