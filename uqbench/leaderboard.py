@@ -85,8 +85,11 @@ def _run_facts(record: dict) -> dict:
 def seed_stats(grouped) -> pd.DataFrame:
     """Mean and standard deviation over seeds that a NaN seed cannot hide: both are NaN when
     any seed is; ``count`` counts seeds and ``n_finite`` the finite ones."""
-    return grouped.agg(mean=lambda v: v.mean(skipna=False), std=lambda v: v.std(skipna=False),
-                       count="size", n_finite="count")
+    import numpy as np
+
+    with np.errstate(invalid="ignore"):  # inf values (a deterministic NLL) give NaN sd
+        return grouped.agg(mean=lambda v: v.mean(skipna=False),
+                           std=lambda v: v.std(skipna=False), count="size", n_finite="count")
 
 
 def wide(frame: pd.DataFrame) -> pd.DataFrame:
@@ -161,7 +164,8 @@ def _write_atomic_text(path: Path, text: str) -> None:
 
 
 def write_leaderboard(results_dir: Path, out_dir: Path) -> tuple[list[Path], list[str]]:
-    """Write ``results.csv``, ``<dataset>.csv`` and ``<dataset>.md``; returns files, skips."""
+    """Write ``results.csv``, and per dataset ``<dataset>.csv``, ``<dataset>.md``, its
+    figures and ``<dataset>.html``, and ``index.html``; returns files written, skips."""
     records, skipped = load_records(results_dir)
     note("leaderboard: %d record(s) read from %s (%d skipped)", len(records), results_dir,
          len(skipped))
@@ -170,8 +174,10 @@ def write_leaderboard(results_dir: Path, out_dir: Path) -> tuple[list[Path], lis
     frame = tidy(records)
     written = [out_dir / "results.csv"]
     _write_atomic_text(written[0], frame.to_csv(index=False))
+    figures: dict[str, list[Path]] = {}
     for dataset, part in frame.groupby("dataset", sort=True):
         note("leaderboard: %s: tables and figures", dataset)
+        first_figure = len(written) + 2
         csv_path, md_path = out_dir / f"{dataset}.csv", out_dir / f"{dataset}.md"
         _write_atomic_text(csv_path, wide(part).to_csv(index=False))
         _write_atomic_text(md_path, markdown(part, dataset))
@@ -188,4 +194,9 @@ def write_leaderboard(results_dir: Path, out_dir: Path) -> tuple[list[Path], lis
         chosen = full if not full.empty else part
         written.append(metric_by_split_figure(
             chosen, "spearman", out_dir / f"{dataset}-spearman-by-split.png"))
+        figures[dataset] = written[first_figure:]
+    if not frame.empty:
+        from uqbench.site import write_site
+
+        written += write_site(records, frame, out_dir, figures)
     return written, skipped

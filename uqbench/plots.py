@@ -21,6 +21,61 @@ from uqbench.progress import note  # noqa: E402
 _LABELS = {m.key: m.label for m in BUILTIN}
 _UNITS = {"energy": "eV/atom", "forces": "eV/Å"}
 
+#: Figures are drawn to stay readable at 1200 px: at most this many panels per row.
+MAX_COLUMNS = 3
+#: Okabe & Ito's colour-blind-safe palette (black last: the deterministic reference).
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442",
+           "#000000"]
+#: One colour per strategy, in this order, everywhere (figures and web pages); unknown
+#: strategies (plugins) take the remaining colours by a stable hash of their name.
+STRATEGIES = ["p", "blip", "ensemble", "mcdropout", "mve", "evidential", "llpr",
+              "deterministic"]
+BACKBONES = ("egnn", "chgnet", "orb")
+_MARKERS = {"egnn": "o", "chgnet": "s", "orb": "^"}
+
+
+def method_parts(method: str) -> tuple[str, str]:
+    """(strategy, backbone) of a method key: ``p-egnn`` -> (p, egnn); a bare backbone key
+    (``egnn``) is the deterministic strategy; a key without a known backbone is its own
+    strategy."""
+    if method in BACKBONES:
+        return "deterministic", method
+    head, _, tail = method.rpartition("-")
+    if head and tail in BACKBONES:
+        return head, tail
+    return method, ""
+
+
+def method_colour(method: str) -> str:
+    """The colour of ``method``'s strategy: the same in every figure and page."""
+    import zlib
+
+    strategy = method_parts(method)[0]
+    if strategy in STRATEGIES:
+        return PALETTE[STRATEGIES.index(strategy) % len(PALETTE)]
+    return PALETTE[zlib.crc32(strategy.encode()) % len(PALETTE)]
+
+
+def method_marker(method: str) -> str:
+    return _MARKERS.get(method_parts(method)[1], "D")
+
+
+def _grid(n_panels: int, width: float = 4.6, height: float = 3.6):
+    """A figure of ``n_panels`` panels, at most `MAX_COLUMNS` to a row; unused panels are
+    hidden. Returns (figure, flat list of the used axes)."""
+    ncols = min(MAX_COLUMNS, max(n_panels, 1))
+    nrows = -(-max(n_panels, 1) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, squeeze=False,
+                             figsize=(width * ncols, height * nrows + 0.6))
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[n_panels:]:
+        ax.set_visible(False)
+    return fig, flat[:n_panels]
+
+
+def _quick_mark(quick: bool) -> str:
+    return " [QUICK runs: smoke-test budget, not results]" if quick else ""
+
 
 def metric_vs_train_size(frame: pd.DataFrame, metric: str, split: str, target: str,
                          ax: Axes | None = None) -> Axes:
@@ -29,11 +84,12 @@ def metric_vs_train_size(frame: pd.DataFrame, metric: str, split: str, target: s
     ax = ax or plt.gca()
     sub = frame[(frame["metric"] == metric) & (frame["split"] == split)
                 & (frame["target"] == target) & ~frame["quick"]]
+    methods = sorted(sub["method"].unique())
     sns.lineplot(data=sub, x="train_size", y="value", hue="method", style="method",
-                 markers=True, dashes=False, errorbar="sd", err_style="bars", ax=ax,
-                 hue_order=sorted(sub["method"].unique()),
-                 style_order=sorted(sub["method"].unique()))
-    ax.set_xscale("log")
+                 markers={m: method_marker(m) for m in methods}, dashes=False,
+                 errorbar="sd", err_style="bars", ax=ax, hue_order=methods,
+                 style_order=methods, palette={m: method_colour(m) for m in methods})
+    _axis_scale(ax, "x", sub["train_size"])
     unit = _UNITS.get(target, "")
     label = _LABELS.get(metric, metric)
     spec = next((m for m in BUILTIN if m.key == metric), None)
@@ -46,16 +102,15 @@ def metric_vs_train_size(frame: pd.DataFrame, metric: str, split: str, target: s
 
 
 def metric_vs_train_size_grid(frame: pd.DataFrame, metric: str, path: Path) -> Path:
-    """One panel per target x split; written to ``path``."""
+    """One panel per split x target (at most three to a row); written to ``path``."""
     targets = sorted(frame["target"].unique())
-    splits = ["test"] + sorted(s for s in frame["split"].unique() if s != "test")
-    fig, axes = plt.subplots(len(targets), len(splits), squeeze=False,
-                             figsize=(4.2 * len(splits), 3.4 * len(targets)))
-    for i, target in enumerate(targets):
-        for j, split in enumerate(splits):
-            ax = metric_vs_train_size(frame, metric, split, target, axes[i][j])
-            if (i, j) != (0, 0) and ax.get_legend() is not None:
-                ax.get_legend().remove()
+    cells = [(split, target) for split in _ordered_splits(frame["split"].unique())
+             for target in targets]
+    fig, axes = _grid(len(cells))
+    for k, ((split, target), ax) in enumerate(zip(cells, axes, strict=True)):
+        metric_vs_train_size(frame, metric, split, target, ax)
+        if k and ax.get_legend() is not None:
+            ax.get_legend().remove()
     dataset = frame["dataset"].iloc[0]
     fig.suptitle(f"{dataset}: {_LABELS.get(metric, metric)} vs training size "
                  "(mean ± sd over seeds)")
@@ -81,7 +136,7 @@ def calibration(curve: dict, ax: Axes | None = None, label: str | None = None) -
     if not _finite_pairs(curve["expected_proportion"], curve["observed_proportion"])[0].size:
         return _nothing_to_draw(ax)
     ax.plot(curve["expected_proportion"], curve["observed_proportion"], marker=".",
-            label=label)
+            label=label, color=method_colour(label) if label else None)
     ax.set_xlabel("expected proportion in interval")
     ax.set_ylabel("observed proportion")
     ax.set_xlim(0, 1)
@@ -96,13 +151,13 @@ def rmse_vs_rmv(curve: dict, unit: str = "", ax: Axes | None = None,
     rmv, rmse = _finite_pairs(curve["rmv"], curve["rmse"])
     if not rmv.size:
         return _nothing_to_draw(ax)
-    ax.plot(rmv, rmse, marker="o", label=label)
+    ax.plot(rmv, rmse, marker=method_marker(label) if label else "o", label=label,
+            color=method_colour(label) if label else None)
     lo = min(min(rmv), min(rmse))
     hi = max(max(rmv), max(rmse))
-    if lo > 0:
-        _loglog(ax)
     ax.plot([lo, hi], [lo, hi], color="0.6", lw=1, ls="--")
-    ax.set_xlabel(f"RMV {unit}".strip())
+    _axis_scale(ax, "both", np.concatenate([rmv, rmse]))
+    ax.set_xlabel(f"root mean variance, RMV {unit}".strip())
     ax.set_ylabel(f"RMSE {unit}".strip())
     return ax
 
@@ -114,20 +169,22 @@ def error_vs_std(curve: dict, unit: str = "", ax: Axes | None = None,
     err, std = _finite_pairs(curve["abs_error"], curve["std"])
     if not err.size:
         return _nothing_to_draw(ax)
-    ax.scatter(std, err, s=6, alpha=0.5, label=label)
+    ax.scatter(std, err, s=6, alpha=0.5, label=label,
+               color=method_colour(label) if label else None)
     positive = [v for v in list(err) + list(std) if v > 0]
     if positive:
         lo, hi = min(positive), max(positive)
         ax.plot([lo, hi], [lo, hi], color="0.6", lw=1, ls="--")
-        _loglog(ax)
+        _axis_scale(ax, "both", np.array(positive))
     ax.set_xlabel(f"predicted std {unit}".strip())
     ax.set_ylabel(f"|error| {unit}".strip())
     return ax
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path, layout: bool = True) -> Path:
     """Lay out, write atomically (temporary file, then rename) and close a figure."""
-    fig.tight_layout()
+    if layout:
+        fig.tight_layout()
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
@@ -136,15 +193,27 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _loglog(ax: Axes) -> None:
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    for axis in (ax.xaxis, ax.yaxis):  # minor labels collide on narrow log ranges
-        axis.set_minor_formatter(NullFormatter())
+def _axis_scale(ax: Axes, which: str, values) -> None:
+    """A log axis where the positive values span at least a decade, else a linear one (a
+    log axis over less than a decade shows no labelled tick)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    log = v.size > 1 and v.max() / v.min() >= 10
+    for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
+        if which in (name, "both"):
+            (ax.set_xscale if name == "x" else ax.set_yscale)("log" if log else "linear")
+            if log:  # minor labels collide; majors (decades) are labelled
+                axis.set_minor_formatter(NullFormatter())
 
 
 _PANELS = (("calibration", calibration), ("rmse-vs-rmv", rmse_vs_rmv),
            ("error-vs-std", error_vs_std))
+#: The full title of each kind of panel.
+TITLES = {
+    "calibration": "Calibration: observed vs expected proportion in central intervals",
+    "rmse-vs-rmv": "RMSE vs root mean variance (RMV) per bin of predicted std",
+    "error-vs-std": "|error| vs predicted std (a strided subsample)",
+}
 
 
 def _ordered_splits(splits) -> list[str]:
@@ -152,31 +221,35 @@ def _ordered_splits(splits) -> list[str]:
 
 
 def record_figure(record: dict, path: Path) -> Path:
-    """All diagnostic panels of one run: rows calibration, RMSE vs RMV, |error| vs std;
-    one column per split x target."""
+    """All diagnostic panels of one run: a row per split x target, with its calibration,
+    RMSE-vs-RMV and |error|-vs-std panels."""
     curves = record.get("curves") or {}
-    cols = [(s, t) for s in _ordered_splits(curves) for t in sorted(curves[s])]
-    fig, axes = plt.subplots(3, len(cols), squeeze=False, figsize=(3.6 * len(cols), 10))
-    for j, (split, target) in enumerate(cols):
+    rows = [(s, t) for s in _ordered_splits(curves) for t in sorted(curves[s])]
+    fig, axes = _grid(3 * len(rows))
+    for i, (split, target) in enumerate(rows):
         curve = curves[split][target]
-        for i, (_, fn) in enumerate(_PANELS):
-            ax = axes[i][j]
+        unit = f"({_UNITS.get(target, '')})"
+        for j, (name, fn) in enumerate(_PANELS):
+            ax = axes[3 * i + j]
             if fn is calibration:
                 fn(curve, ax=ax)
             elif "abs_error" in curve or fn is rmse_vs_rmv:
-                fn(curve, unit=f"({_UNITS.get(target, '')})", ax=ax)
-            ax.set_title(f"{target} — {split}", fontsize=9)
+                fn(curve, unit=unit, ax=ax)
+            ax.set_title(f"{target}, {split}: {name.replace('-', ' ')}", fontsize=9)
     fig.suptitle(f"{record['method']['key']} on {record['dataset']['key']} "
-                 f"(train {record['train_size']}, seed {record['seed']})")
+                 f"(train {record['train_size']}, seed {record['seed']})"
+                 f"{_quick_mark(bool(record.get('quick')))}")
     return _save(fig, path)
 
 
 def leaderboard_figures(records: list[dict], out_dir: Path, dataset: str) -> list[Path]:
     """Calibration, RMSE-vs-RMV and |error|-vs-std panels comparing methods, for the
     largest full (non-quick, unless there are only quick runs) training size of
-    ``dataset``; the first seed of each method."""
+    ``dataset``; the first seed of each method. One figure per kind of panel, a panel per
+    split x target, at most three to a row."""
     runs = [r for r in records if r["dataset"]["key"] == dataset and r.get("curves")]
-    if any(not r.get("quick") for r in runs):
+    quick = not any(not r.get("quick") for r in runs)
+    if not quick:
         runs = [r for r in runs if not r.get("quick")]  # quick runs only when nothing else
     if not runs:
         return []
@@ -186,13 +259,12 @@ def leaderboard_figures(records: list[dict], out_dir: Path, dataset: str) -> lis
         if r["train_size"] == size:
             chosen.setdefault(r["method"]["key"], r)
     first = next(iter(chosen.values()))
-    cols = [(s, t) for s in _ordered_splits(first["curves"]) for t in
-            sorted(first["curves"][s])]
+    cells = [(s, t) for s in _ordered_splits(first["curves"]) for t in
+             sorted(first["curves"][s])]
     written = []
     for name, fn in _PANELS:
-        fig, axes = plt.subplots(1, len(cols), squeeze=False, figsize=(3.8 * len(cols), 3.8))
-        for j, (split, target) in enumerate(cols):
-            ax = axes[0][j]
+        fig, axes = _grid(len(cells))
+        for (split, target), ax in zip(cells, axes, strict=True):
             for method, rec in chosen.items():
                 curve = rec["curves"].get(split, {}).get(target)
                 if curve is None or (fn is error_vs_std and "abs_error" not in curve):
@@ -201,11 +273,15 @@ def leaderboard_figures(records: list[dict], out_dir: Path, dataset: str) -> lis
                     fn(curve, ax=ax, label=method)
                 else:
                     fn(curve, unit=f"({_UNITS.get(target, '')})", ax=ax, label=method)
-            ax.set_title(f"{target} — {split}", fontsize=9)
-        axes[0][0].legend(fontsize=7)
-        fig.suptitle(f"{dataset}, train size {size}: {name.replace('-', ' ')} "
-                     "(first seed per method)")
-        written.append(_save(fig, out_dir / f"{dataset}-{name}.png"))
+            ax.set_title(f"{target}, {split}", fontsize=10)
+        handles, labels = axes[0].get_legend_handles_labels()
+        if handles:
+            fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6),
+                       fontsize=8, frameon=False)
+        fig.suptitle(f"{dataset}, train size {size}: {TITLES[name]}\n(first seed per "
+                     f"method){_quick_mark(quick)}", fontsize=11)
+        fig.tight_layout(rect=(0, 0.06, 1, 1))
+        written.append(_save(fig, out_dir / f"{dataset}-{name}.png", layout=False))
     return written
 
 
@@ -216,8 +292,10 @@ def metric_by_split(frame: pd.DataFrame, metric: str, target: str,
     ax = ax or plt.gca()
     sub = frame[(frame["metric"] == metric) & (frame["target"] == target)]
     order = _ordered_splits(sub["split"].unique())
+    methods = sorted(sub["method"].unique())
     sns.barplot(data=sub, x="split", y="value", hue="method", order=order,
-                hue_order=sorted(sub["method"].unique()), errorbar="sd", capsize=0.1, ax=ax)
+                hue_order=methods, errorbar="sd", capsize=0.1, ax=ax,
+                palette={m: method_colour(m) for m in methods})
     ax.set_ylabel(_LABELS.get(metric, metric))
     ax.set_xlabel("")
     ax.set_title(target)
@@ -229,11 +307,12 @@ def metric_by_split_figure(frame: pd.DataFrame, metric: str, path: Path) -> Path
     size = frame["train_size"].max()
     sub = frame[frame["train_size"] == size]
     targets = sorted(sub["target"].unique())
-    fig, axes = plt.subplots(1, len(targets), squeeze=False, figsize=(6.5 * len(targets), 4))
-    for j, target in enumerate(targets):
-        ax = metric_by_split(sub, metric, target, axes[0][j])
+    fig, axes = _grid(len(targets), width=6.0, height=4.0)
+    for j, (target, ax) in enumerate(zip(targets, axes, strict=True)):
+        metric_by_split(sub, metric, target, ax)
         if j and ax.get_legend() is not None:
             ax.get_legend().remove()
     fig.suptitle(f"{sub['dataset'].iloc[0]}, train size {size}: "
-                 f"{_LABELS.get(metric, metric)} by split (mean ± sd over seeds)")
+                 f"{_LABELS.get(metric, metric)} by split (mean ± sd over seeds)"
+                 f"{_quick_mark(bool(sub['quick'].all()))}")
     return _save(fig, path)
