@@ -110,10 +110,10 @@ def wide(frame: pd.DataFrame) -> pd.DataFrame:
 
 def markdown(frame: pd.DataFrame, dataset: str) -> str:
     lines = [f"# {dataset}", "",
-             "Mean ± standard deviation over seeds (n = seeds). Lower is better for CRPS, NLL, "
-             "miscalibration area, ENCE and RMSE; higher for Spearman and OOD ROC-AUC; "
-             "coverage should be 0.95. `spearman_robust` uses the sample median and IQR "
-             "instead of mean and std. A row marked **COLLAPSED (k)** holds k seeds whose "
+             "Mean ± standard deviation over seeds (n = seeds). Each header gives the better "
+             "direction (↓ lower, ↑ higher, →0.95 nearest 0.95) and the unit. "
+             "`spearman_robust` uses the sample median and IQR instead of mean and std. "
+             "A row marked **COLLAPSED (k)** holds k seeds whose "
              "mean did not beat the constant predictor (see `uqbench.collapse`): they are "
              "averaged in here for the record, and no claim rests on them.", ""]
     sub = frame[frame["metric"].isin(HEADLINE)]
@@ -134,7 +134,8 @@ def _markdown_table(part: pd.DataFrame, target: str, split: str) -> list[str]:
     flagged = part[part["collapsed"].fillna(False).astype(bool)]
     n_collapsed = flagged.groupby(["method", "train_size", "quick"])["seed"].nunique()
     cols = [m for m in HEADLINE if m in set(agg["metric"])]
-    lines.append("| method | train size | n | " + " | ".join(cols) + " |")
+    lines.append("| method | train size | n | " + " | ".join(_header(m, target) for m in cols)
+                 + " |")
     lines.append("|---|---:|---:|" + "---:|" * len(cols))
     for (method, size, quick), rows in agg.groupby(["method", "train_size", "quick"]):
         cells = []
@@ -155,6 +156,19 @@ def _markdown_table(part: pd.DataFrame, target: str, split: str) -> list[str]:
         lines.append(f"| {label} | {size} | {n} | " + " | ".join(cells) + " |")
     lines.append("")
     return lines
+
+
+_ARROWS = {"lower": "↓", "higher": "↑", "target": "→"}
+
+
+def _header(metric: str, target: str) -> str:
+    """A column header with the better direction and the unit, e.g. ``crps ↓ (eV/Å)``."""
+    spec = _SPECS.get(metric)
+    if spec is None:
+        return metric
+    unit = _UNITS.get(target, "") if spec.unit == "target" else spec.unit
+    ideal = f"{spec.ideal:g}" if spec.direction == "target" and spec.ideal is not None else ""
+    return f"{metric} {_ARROWS.get(spec.direction, '')}{ideal}" + (f" ({unit})" if unit else "")
 
 
 def _write_atomic_text(path: Path, text: str) -> None:
