@@ -247,8 +247,28 @@ def fetch(key: str) -> None:
 
 @cli.command()
 def metrics() -> None:
-    """List registered metrics."""
-    _list("metric")
+    """List registered metrics (built-in and plugins): key, better direction, unit, what
+    it measures. "unit of the target" is eV/atom for energies and eV/Å for forces."""
+    from uqbench.metrics.table import MetricSpec
+    from uqbench.registry import entries
+
+    found = entries("metric")
+    width = max((len(k) for k in found), default=0)
+    arrows = {"lower": "↓ lower", "higher": "↑ higher", "target": "→ nearest"}
+    for key, entry in found.items():
+        if entry.error is not None:
+            click.echo(f"{key:<{width}}  [failed to import: {entry.error}]")
+            continue
+        spec = entry.obj
+        if not isinstance(spec, MetricSpec):
+            click.echo(f"{key:<{width}}  [skipped: {entry.target} is a "
+                       f"{type(spec).__name__}, not a uqbench.metrics.MetricSpec]")
+            continue
+        direction = arrows.get(spec.direction, spec.direction)
+        if spec.direction == "target" and spec.ideal is not None:
+            direction += f" {spec.ideal:g}"
+        unit = {"target": "unit of the target", "": "no unit"}.get(spec.unit, spec.unit)
+        click.echo(f"{key:<{width}}  {direction:<11} {unit:<18}  {entry.summary}")
 
 
 @cli.command()
@@ -282,18 +302,26 @@ def leaderboard(results: Path, out: Path) -> None:
 @click.option("--include-collapsed", is_flag=True,
               help="Also pair seeds where either run is collapsed (its mean no better "
                    "than the constant predictor); left out by default.")
+@click.option("--method-config", default=None, metavar="HASH",
+              help="Where METHOD has several configurations: the one whose hash starts so "
+                   "(the `config` column of results.csv).")
+@click.option("--baseline-config", default=None, metavar="HASH",
+              help="The same for the baseline.")
 def compare(results: Path, method: str, baseline: str, metric: str, out: Path | None,
-            include_collapsed: bool) -> None:
+            include_collapsed: bool, method_config: str | None,
+            baseline_config: str | None) -> None:
     """Relative improvement of METHOD over BASELINE, paired by seed, per training size.
 
-    Seeds where either run is collapsed are left out unless --include-collapsed."""
+    Only runs of one configuration each are paired (quick runs never); seeds where either
+    run is collapsed are left out unless --include-collapsed. The metric may be any
+    registered one with a lower/higher direction, plugins' included."""
     from uqbench.compare import relative_improvement
     from uqbench.leaderboard import load_records, tidy
 
     if not results.is_dir():
         raise UQBenchError(f"no results directory {str(results)!r}")
     table = relative_improvement(tidy(load_records(results)[0]), method, baseline, metric,
-                                 include_collapsed)
+                                 include_collapsed, method_config, baseline_config)
     click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -5,13 +5,33 @@ from __future__ import annotations
 import pandas as pd
 
 from uqbench.errors import UQBenchError
-from uqbench.metrics.table import BUILTIN
 
-_DIRECTIONS = {m.key: m.direction for m in BUILTIN}
+
+def _one_configuration(part: pd.DataFrame, who: str, flag: str, wanted: str | None
+                       ) -> pd.DataFrame:
+    """The runs of one configuration of a method per dataset: the one given (a prefix of
+    its hash), or the only one there is; several without a choice is a one-line error."""
+    if "config" not in part:  # a frame made by hand: one configuration
+        return part
+    if wanted:
+        part = part[part["config"].astype(str).str.startswith(wanted)]
+        if part.empty:
+            raise UQBenchError(f"no configuration of {who} starts with {wanted!r}")
+        return part
+    for dataset, runs in part.groupby("dataset"):
+        configs = runs.drop_duplicates("config")
+        if len(configs) > 1:
+            listed = "; ".join(f"{c} = {v or '(no label)'}" for c, v in
+                               zip(configs["config"], configs["variant"], strict=True))
+            raise UQBenchError(f"{who} has {len(configs)} configurations on {dataset} "
+                               f"({listed}); choose one with {flag} HASH")
+    return part
 
 
 def relative_improvement(frame: pd.DataFrame, method: str, baseline: str,
-                         metric: str = "crps", include_collapsed: bool = False) -> pd.DataFrame:
+                         metric: str = "crps", include_collapsed: bool = False,
+                         method_config: str | None = None,
+                         baseline_config: str | None = None) -> pd.DataFrame:
     """Improvement of ``method`` over ``baseline`` in % of the baseline, paired by seed.
 
     For a lower-is-better metric: 100 (baseline - method) / baseline; for higher-is-better:
@@ -20,16 +40,40 @@ def relative_improvement(frame: pd.DataFrame, method: str, baseline: str,
     where either run is ``collapsed`` is left out of the pairing unless
     ``include_collapsed`` (``n_collapsed_excluded`` counts them per row).
     """
-    direction = _DIRECTIONS.get(metric)
+    rows = frame[frame["metric"] == metric]
+    if "direction" in rows and not rows.empty:  # from its spec, as recorded or registered
+        direction = rows["direction"].iloc[0]
+    else:
+        from uqbench.leaderboard import metric_info
+
+        direction = (metric_info().get(metric) or {}).get("direction", "unknown")
     if direction not in ("lower", "higher"):
-        raise UQBenchError(f"metric {metric!r} has no lower/higher direction to compare")
+        raise UQBenchError(f"metric {metric!r} has no lower/higher direction to compare "
+                           f"(its direction: {direction})")
+    if rows.empty:
+        raise UQBenchError(f"no results for metric {metric!r}")
     for key in (method, baseline):
         if key not in set(frame["method"]):
             raise UQBenchError(f"no results for method {key!r}")
     keys = ["dataset", "train_size", "split", "target", "seed"]
-    sub = frame[(frame["metric"] == metric) & ~frame["quick"]]
-    a = sub[sub["method"] == method].set_index(keys)
-    b = sub[sub["method"] == baseline].set_index(keys)
+    sub = rows[~rows["quick"]]  # quick runs are smoke tests: never compared
+    if sub.empty:
+        raise UQBenchError("only quick (smoke-test) runs hold this metric: nothing to "
+                           "compare")
+    a = _one_configuration(sub[sub["method"] == method], method, "--method-config",
+                           method_config)
+    b = _one_configuration(sub[sub["method"] == baseline], baseline, "--baseline-config",
+                           baseline_config)
+    # Pairs must share the run settings that change numbers besides the method.
+    a, b = a.set_index(keys), b.set_index(keys)
+    if "threads" not in a:
+        a = a.assign(threads=None)
+        b = b.assign(threads=None)
+    same = a["threads"].reindex(b.index).eq(b["threads"]).reindex(a.index, fill_value=False)
+    mismatched = int((~same & a.index.isin(b.index)).sum())
+    if mismatched:
+        raise UQBenchError(f"{mismatched} pair(s) of {method!r} and {baseline!r} ran at "
+                           "different thread counts; compare runs made alike")
     paired = pd.concat({"method": a["value"], "baseline": b["value"]}, axis=1, join="inner")
     flag = pd.concat({"a": a["collapsed"], "b": b["collapsed"]}, axis=1, join="inner")
     bad = flag.fillna(False).astype(bool).any(axis=1)

@@ -7,19 +7,85 @@ from pathlib import Path
 
 import pandas as pd
 
-from uqbench.metrics.table import BUILTIN
+from uqbench.metrics.table import BUILTIN, spec_info
 from uqbench.progress import note
 from uqbench.results import read_record
 
 TIDY_COLUMNS = [
-    "dataset", "method", "train_size", "seed", "quick", "split", "target", "metric", "value",
+    "dataset", "method", "config", "variant", "label", "train_size", "seed", "quick", "split",
+    "target", "metric", "value",
     "unit", "direction", "fit_s", "predict_s_per_structure", "n_parameters", "n_samples",
     "device", "collapsed", "steps_per_model", "threads", "commit", "dirty", "run_id",
 ]
 HEADLINE = ("crps", "nll", "spearman", "spearman_robust", "miscalibration_area", "ence",
             "coverage_95", "rmse", "ood_auroc")
-_SPECS = {m.key: m for m in BUILTIN}
 _UNITS = {"energy": "eV/atom", "forces": "eV/Å"}
+#: Record entries that count rather than score (no better direction).
+COUNTS = ("n_structures", "n_targets", "n_nonfinite", "n_zero_std")
+
+
+def metric_info() -> dict[str, dict]:
+    """Label, unit, direction and ideal of every registered metric (plugins included)."""
+    from uqbench import registry
+    from uqbench.metrics.table import MetricSpec
+
+    out = {m.key: m for m in BUILTIN}
+    for key, entry in registry.entries("metric").items():
+        if entry.error is None and isinstance(entry.obj, MetricSpec):
+            out[key] = entry.obj
+    return {k: spec_info(m) for k, m in out.items()}
+
+
+def config_of(record: dict) -> dict:
+    """What defines a configuration: the record's config without its seed (and without the
+    size, which is a column of its own)."""
+    config = dict(record.get("config") or {})
+    config.pop("seed", None)
+    config.pop("train_size", None)
+    params = dict(config.get("params") or {})
+    params.pop("seed", None)
+    config["params"] = params
+    return config
+
+
+def _flatten(value, prefix: str = "") -> dict:
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}{k}." if prefix or k != "params" else ""))
+        return out
+    return {prefix.rstrip("."): value}
+
+
+def variants(records: list[dict]) -> dict[str, tuple[str, str]]:
+    """run id -> (configuration hash, label of what differs from the method's other
+    configurations on the same dataset; empty when it has only one)."""
+    from uqbench.cache import content_hash
+
+    by_method: dict[tuple, dict[str, dict]] = {}
+    ids: dict[str, str] = {}
+    for r in records:
+        config = config_of(r)
+        h = content_hash(config)[:8]
+        ids[r["run_id"]] = h
+        by_method.setdefault((r["dataset"]["key"], r["method"]["key"]), {})[h] = config
+    labels: dict[str, str] = {}
+    for configs in by_method.values():
+        if len(configs) < 2:
+            continue
+        flat = {h: _flatten(c) for h, c in configs.items()}
+        keys = sorted(set().union(*flat.values()))
+        differ = [k for k in keys if len({json_text(f.get(k)) for f in flat.values()}) > 1]
+        for h, f in flat.items():
+            labels[h] = ", ".join(f"{k}={json_text(f.get(k))}" for k in differ[:4]) + (
+                ", ..." if len(differ) > 4 else "")
+    return {rid: (h, labels.get(h, "")) for rid, h in ids.items()}
+
+
+def json_text(value) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def load_records(results_dir: Path) -> tuple[list[dict], list[str]]:
@@ -36,22 +102,31 @@ def load_records(results_dir: Path) -> tuple[list[dict], list[str]]:
 def tidy(records: list[dict]) -> pd.DataFrame:
     """One row per run x split x target x metric, deterministically ordered."""
     rows = []
+    known = metric_info()
+    config_ids = variants(records)
     for r in records:
         run_facts = _run_facts(r)
+        info = {**known, **(r.get("metric_info") or {})}  # the record's own word first
+        config, variant = config_ids[r["run_id"]]
+        label = r["method"]["key"] + (f" [{variant}]" if variant else "")
         for split, targets in r["metrics"].items():
             for target, values in targets.items():
                 for metric, value in values.items():
-                    spec = _SPECS.get(metric)
-                    unit = ""
+                    spec = info.get(metric)
+                    unit, direction = "", "count"
                     if spec is not None:
-                        unit = _UNITS.get(target, "") if spec.unit == "target" else spec.unit
+                        unit = (_UNITS.get(target, "") if spec["unit"] == "target"
+                                else spec["unit"])
+                        direction = spec["direction"]
+                    elif metric not in COUNTS:
+                        direction = "unknown"
                     rows.append({
                         "dataset": r["dataset"]["key"], "method": r["method"]["key"],
+                        "config": config, "variant": variant, "label": label,
                         "train_size": r["train_size"], "seed": r["seed"],
                         "quick": bool(r.get("quick", False)), "split": split, "target": target,
                         "metric": metric, "value": pd.to_numeric(value, errors="coerce"),
-                        "unit": unit,
-                        "direction": spec.direction if spec is not None else "count",
+                        "unit": unit, "direction": direction,
                         "fit_s": r["timings"]["fit_s"],
                         "predict_s_per_structure": r["timings"]["predict_s_per_structure"],
                         "n_parameters": r.get("n_parameters"), "n_samples": r.get("n_samples"),
@@ -62,7 +137,8 @@ def tidy(records: list[dict]) -> pd.DataFrame:
         return frame
     frame["value"] = frame["value"].astype(float)
     return frame.sort_values(
-        ["dataset", "method", "train_size", "seed", "split", "target", "metric", "run_id"],
+        ["dataset", "method", "config", "train_size", "seed", "split", "target", "metric",
+         "run_id"],
         kind="stable",
     ).reset_index(drop=True)
 
@@ -92,9 +168,15 @@ def seed_stats(grouped) -> pd.DataFrame:
                            std=lambda v: v.std(skipna=False), count="size", n_finite="count")
 
 
+#: What a row of a leaderboard table is: one configuration (a method's ``label`` names it,
+#: with what differs from the method's other configurations) at one training size.
+ROW_KEYS = ["method", "label", "config", "train_size", "quick"]
+
+
 def wide(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std and count over seeds, one row per method x train size x split x target."""
-    keys = ["method", "train_size", "quick", "split", "target"]
+    """Mean, std and count over seeds, one row per configuration x train size x split x
+    target (two configurations of one method are two rows, told apart by ``label``)."""
+    keys = ROW_KEYS + ["split", "target"]
     stats = seed_stats(frame.groupby(keys + ["metric"], sort=True)["value"])[["mean", "std"]]
     table = stats.unstack("metric")
     table.columns = [f"{metric}_{stat}" for stat, metric in table.columns]
@@ -116,7 +198,7 @@ def markdown(frame: pd.DataFrame, dataset: str) -> str:
              "A row marked **COLLAPSED (k)** holds k seeds whose "
              "mean did not beat the constant predictor (see `uqbench.collapse`): they are "
              "averaged in here for the record, and no claim rests on them.", ""]
-    sub = frame[frame["metric"].isin(HEADLINE)]
+    sub = frame[frame["metric"].isin(table_metrics(frame))]
     splits = sorted(sub["split"].unique(), key=lambda s: (s != "test", s))  # ID first
     for target in sorted(sub["target"].unique()):
         for split in splits:
@@ -126,18 +208,28 @@ def markdown(frame: pd.DataFrame, dataset: str) -> str:
     return "\n".join(lines)
 
 
+def table_metrics(frame: pd.DataFrame) -> list[str]:
+    """The metrics of a table: the headline ones, then any other scored metric (a
+    plugin's) that has a better direction, in name order."""
+    present = frame.drop_duplicates("metric").set_index("metric")["direction"]
+    head = [m for m in HEADLINE if m in present.index]
+    builtin = {m.key for m in BUILTIN}
+    return head + sorted(m for m, d in present.items()
+                         if m not in builtin and d in ("lower", "higher", "target"))
+
+
 def _markdown_table(part: pd.DataFrame, target: str, split: str) -> list[str]:
-    """One table: a row per method x training size, mean ± sd over seeds."""
+    """One table: a row per configuration x training size, mean ± sd over seeds."""
     lines = [f"## {target} — {split}", ""]
-    g = part.groupby(["method", "train_size", "quick", "metric"])["value"]
-    agg = seed_stats(g).reset_index()
+    keys = ["label", "config", "train_size", "quick"]
+    agg = seed_stats(part.groupby(keys + ["metric"])["value"]).reset_index()
     flagged = part[part["collapsed"].fillna(False).astype(bool)]
-    n_collapsed = flagged.groupby(["method", "train_size", "quick"])["seed"].nunique()
-    cols = [m for m in HEADLINE if m in set(agg["metric"])]
-    lines.append("| method | train size | n | " + " | ".join(_header(m, target) for m in cols)
+    n_collapsed = flagged.groupby(keys)["seed"].nunique()
+    cols = [m for m in table_metrics(part) if m in set(agg["metric"])]
+    lines.append("| method | train size | n | " + " | ".join(_header(m, part) for m in cols)
                  + " |")
     lines.append("|---|---:|---:|" + "---:|" * len(cols))
-    for (method, size, quick), rows in agg.groupby(["method", "train_size", "quick"]):
+    for (method, config, size, quick), rows in agg.groupby(keys):
         cells = []
         for m in cols:
             row = rows[rows["metric"] == m]
@@ -150,7 +242,7 @@ def _markdown_table(part: pd.DataFrame, target: str, split: str) -> list[str]:
             cells.append(cell + (f" ({n_bad} NaN)" if n_bad else ""))
         n = int(rows["count"].max())
         label = f"{method} (quick)" if quick else method
-        k = int(n_collapsed.get((method, size, quick), 0))
+        k = int(n_collapsed.get((method, config, size, quick), 0))
         if k:
             label += f" **COLLAPSED ({k})**"
         lines.append(f"| {label} | {size} | {n} | " + " | ".join(cells) + " |")
@@ -161,14 +253,16 @@ def _markdown_table(part: pd.DataFrame, target: str, split: str) -> list[str]:
 _ARROWS = {"lower": "↓", "higher": "↑", "target": "→"}
 
 
-def _header(metric: str, target: str) -> str:
+def _header(metric: str, part: pd.DataFrame) -> str:
     """A column header with the better direction and the unit, e.g. ``crps ↓ (eV/Å)``."""
-    spec = _SPECS.get(metric)
-    if spec is None:
-        return metric
-    unit = _UNITS.get(target, "") if spec.unit == "target" else spec.unit
-    ideal = f"{spec.ideal:g}" if spec.direction == "target" and spec.ideal is not None else ""
-    return f"{metric} {_ARROWS.get(spec.direction, '')}{ideal}" + (f" ({unit})" if unit else "")
+    row = part[part["metric"] == metric].iloc[0]
+    ideal = ""
+    if row["direction"] == "target":
+        info = metric_info().get(metric) or {}
+        ideal = f"{info['ideal']:g}" if info.get("ideal") is not None else ""
+    unit = row["unit"] if isinstance(row["unit"], str) else ""
+    return (f"{metric} {_ARROWS.get(row['direction'], '')}{ideal}"
+            + (f" ({unit})" if unit else ""))
 
 
 def _write_atomic_text(path: Path, text: str) -> None:

@@ -38,6 +38,7 @@ def method_parts(method: str) -> tuple[str, str]:
     """(strategy, backbone) of a method key: ``p-egnn`` -> (p, egnn); a bare backbone key
     (``egnn``) is the deterministic strategy; a key without a known backbone is its own
     strategy."""
+    method = method.split(" [", 1)[0]  # a configuration's label: "key [what differs]"
     if method in BACKBONES:
         return "deterministic", method
     head, _, tail = method.rpartition("-")
@@ -84,8 +85,9 @@ def metric_vs_train_size(frame: pd.DataFrame, metric: str, split: str, target: s
     ax = ax or plt.gca()
     sub = frame[(frame["metric"] == metric) & (frame["split"] == split)
                 & (frame["target"] == target) & ~frame["quick"]]
-    methods = sorted(sub["method"].unique())
-    sns.lineplot(data=sub, x="train_size", y="value", hue="method", style="method",
+    hue = "label" if "label" in sub else "method"
+    methods = sorted(sub[hue].unique())
+    sns.lineplot(data=sub, x="train_size", y="value", hue=hue, style=hue,
                  markers={m: method_marker(m) for m in methods}, dashes=False,
                  errorbar="sd", err_style="bars", ax=ax, hue_order=methods,
                  style_order=methods, palette={m: method_colour(m) for m in methods})
@@ -253,11 +255,15 @@ def leaderboard_figures(records: list[dict], out_dir: Path, dataset: str) -> lis
         runs = [r for r in runs if not r.get("quick")]  # quick runs only when nothing else
     if not runs:
         return []
+    from uqbench.leaderboard import variants
+
     size = max(r["train_size"] for r in runs)
-    chosen: dict[str, dict] = {}
+    labels = {rid: v for rid, (_, v) in variants(runs).items()}
+    chosen: dict[str, dict] = {}  # one record per configuration, labelled as in the tables
     for r in sorted(runs, key=lambda r: (r["method"]["key"], r["seed"])):
         if r["train_size"] == size:
-            chosen.setdefault(r["method"]["key"], r)
+            variant = labels[r["run_id"]]
+            chosen.setdefault(r["method"]["key"] + (f" [{variant}]" if variant else ""), r)
     first = next(iter(chosen.values()))
     cells = [(s, t) for s in _ordered_splits(first["curves"]) for t in
              sorted(first["curves"][s])]
@@ -292,8 +298,9 @@ def metric_by_split(frame: pd.DataFrame, metric: str, target: str,
     ax = ax or plt.gca()
     sub = frame[(frame["metric"] == metric) & (frame["target"] == target)]
     order = _ordered_splits(sub["split"].unique())
-    methods = sorted(sub["method"].unique())
-    sns.barplot(data=sub, x="split", y="value", hue="method", order=order,
+    hue = "label" if "label" in sub else "method"
+    methods = sorted(sub[hue].unique())
+    sns.barplot(data=sub, x="split", y="value", hue=hue, order=order,
                 hue_order=methods, errorbar="sd", capsize=0.1, ax=ax,
                 palette={m: method_colour(m) for m in methods})
     ax.set_ylabel(_LABELS.get(metric, metric))

@@ -15,6 +15,7 @@ import numpy as np
 from uqbench import registry
 from uqbench.dataset import label_counts
 from uqbench.errors import UQBenchError
+from uqbench.metrics.table import spec_info
 from uqbench.progress import log_to_file, note, quiet
 from uqbench.results import (
     SCHEMA_VERSION,
@@ -52,12 +53,22 @@ PRETRAINED_BACKBONES = ("chgnet", "orb")
 
 
 def _metric_specs() -> list:
+    """Every registered metric that loads and is a `MetricSpec`; the others are named in a
+    warning and skipped (a broken plugin costs only itself)."""
+    import sys
+
+    from uqbench.metrics.table import MetricSpec
+
     specs = []
     for key, entry in registry.entries("metric").items():
-        if entry.error is None:
-            specs.append(entry.obj)
+        if entry.error is not None:
+            print(f"uqbench: warning: metric {key!r} skipped: {entry.error}", file=sys.stderr)
+        elif not isinstance(entry.obj, MetricSpec):
+            print(f"uqbench: warning: metric {key!r} skipped: {entry.target} is a "
+                  f"{type(entry.obj).__name__}, not a uqbench.metrics.MetricSpec",
+                  file=sys.stderr)
         else:
-            print(f"uqbench: warning: metric {key!r} skipped: {entry.error}")
+            specs.append(entry.obj)
     return specs
 
 
@@ -263,7 +274,11 @@ def _run(cfg: RunConfig, method, data_kwargs: dict, log) -> tuple[Path, dict]:
     from uqbench import collapse
     from uqbench.scoring import group_scores, score, tail_summary
 
-    metrics, curves = score(predictions, dataset.splits, _metric_specs())
+    specs = _metric_specs()
+    errors: dict[str, str] = {}
+    metrics, curves = score(predictions, dataset.splits, specs, errors=errors)
+    for key, message in errors.items():
+        note("metric %s failed (NaN in the record): %s", key, message)
     reference = collapse.constant_reference(
         dataset.splits["train"], {s: dataset.splits[s] for s in predictions})
     n_predicted = sum(len(dataset.splits[s]) for s in predictions)
@@ -287,6 +302,8 @@ def _run(cfg: RunConfig, method, data_kwargs: dict, log) -> tuple[Path, dict]:
                     "predict_s_per_structure": sum(predict_s.values()) / max(n_predicted, 1)},
         "budget": getattr(method, "budget_", None),
         "metrics": metrics,
+        "metric_info": {spec.key: spec_info(spec) for spec in specs},
+        "metric_errors": errors,
         "reference": {"constant": reference},
         "collapse": collapse.verdict(metrics, reference),
         "tails": tail_summary(predictions, dataset.splits),
@@ -308,15 +325,24 @@ ARROWS = {"lower": "↓", "higher": "↑", "target": "→"}
 TARGET_UNITS = {"energy": "eV/atom", "forces": "eV/Å"}
 
 
-def summary_table(record: dict, metrics=("crps", "nll", "spearman", "miscalibration_area",
-                                         "coverage_95", "rmse", "ood_auroc")) -> str:
+#: The built-in metrics of the printed summary; every plugin metric is added after them.
+SUMMARY_METRICS = ("crps", "nll", "spearman", "miscalibration_area", "coverage_95", "rmse",
+                   "ood_auroc")
+
+
+def summary_table(record: dict, metrics: tuple[str, ...] | None = None) -> str:
     """A short text table of the headline metrics of one record: a row per split and
     target with its unit and number of labelled structures; each column headed by the
     metric, its better direction (↓ lower, ↑ higher, → nearer its ideal) and its unit
     where it has one of its own ("unit" = the row's unit)."""
     import pandas as pd
 
+    from uqbench.metrics.table import BUILTIN
+
     specs = {spec.key: spec for spec in _metric_specs()}
+    if metrics is None:
+        builtin = {m.key for m in BUILTIN}
+        metrics = SUMMARY_METRICS + tuple(k for k in specs if k not in builtin)
     headers = {}
     for key in metrics:
         spec = specs.get(key)

@@ -88,13 +88,20 @@ def score(
     splits: dict[str, list[Atoms]],
     metrics: list[MetricSpec],
     id_split: str = "test",
+    errors: dict[str, str] | None = None,
 ) -> tuple[dict, dict]:
-    """Metrics ``{split: {target: {metric: value}}}`` and curves for plots, per split."""
+    """Metrics ``{split: {target: {metric: value}}}`` and curves for plots, per split. A
+    metric whose computation raises is NaN there, and its first error goes into
+    ``errors`` (metric -> message) when given: one broken metric loses only itself."""
     # A deterministic model's zero stds and constant inputs make numpy and scipy warn on
     # every run; they are expected, counted (n_zero_std) and show as inf or NaN metrics.
     with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConstantInputWarning)
-        return _score(predictions, splits, metrics, id_split)
+        results, curves = _score(predictions, splits, metrics, id_split)
+    found = results.pop("_errors", {})
+    if errors is not None:
+        errors.update(found)
+    return results, curves
 
 
 def _score(predictions: dict[str, Prediction], splits: dict[str, list[Atoms]],
@@ -111,12 +118,15 @@ def _score(predictions: dict[str, Prediction], splits: dict[str, list[Atoms]],
                                      "n_nonfinite": _nonfinite(t),
                                      "n_zero_std": int(np.sum(t.y_std == 0))}
             for spec in metrics:
-                if spec.ood:
-                    if split == id_split or tname not in per_split.get(id_split, {}):
-                        continue
-                    row[spec.key] = spec.compute(per_split[id_split][tname], t)
-                else:
-                    row[spec.key] = spec.compute(t)
+                if spec.ood and (split == id_split or tname not in per_split.get(id_split, {})):
+                    continue
+                args = (per_split[id_split][tname], t) if spec.ood else (t,)
+                try:
+                    row[spec.key] = float(spec.compute(*args))
+                except Exception as exc:  # a broken (plugin) metric loses itself only
+                    row[spec.key] = float("nan")
+                    errors = results.setdefault("_errors", {})
+                    errors.setdefault(spec.key, f"{type(exc).__name__}: {exc}".splitlines()[0])
             results[split][tname] = row
             expected, observed = calibration_curve(t.y_true, t.y_pred, t.y_std, n_levels=21)
             rmv, rmse_b = rmse_rmv_curve(t.y_true, t.y_pred, t.y_std)

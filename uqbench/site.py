@@ -88,24 +88,24 @@ def _page(title: str, body: str, tables: list[tuple[str, list]]) -> str:
             "</script></body></html>\n")
 
 
-def _metric_specs() -> dict:
-    from uqbench.runner import _metric_specs as specs
+def _metric_specs(records: list[dict]) -> dict:
+    """Label, unit, direction of each metric: the records' own word, else the registry's."""
+    from uqbench.leaderboard import metric_info
 
-    return {spec.key: spec for spec in specs()}
+    info = metric_info()
+    for r in records:
+        info.update(r.get("metric_info") or {})
+    return info
 
 
 def summary_rows(frame: pd.DataFrame, specs: dict) -> tuple[pd.DataFrame, list[str]]:
-    """One row per method x training size x quick x split x target, with mean, sd and NaN
-    count over seeds of every registered metric present, and the run costs."""
-    from uqbench.leaderboard import seed_stats
+    """One row per configuration x training size x split x target, with mean, sd and NaN
+    count over seeds of every scored metric with a direction, and the run costs."""
+    from uqbench.leaderboard import ROW_KEYS, seed_stats, table_metrics
 
-    keys = ["method", "train_size", "quick", "split", "target"]
-    scored = frame[frame["metric"].isin(specs)]
-    from uqbench.leaderboard import HEADLINE
-
-    present = set(scored["metric"])
-    metrics = [m for m in HEADLINE if m in present and m in specs]
-    metrics += sorted(m for m in specs if m in present and m not in metrics)
+    keys = ROW_KEYS + ["split", "target"]
+    metrics = [m for m in table_metrics(frame) if m in specs]
+    scored = frame[frame["metric"].isin(metrics)]
     stats = seed_stats(scored.groupby(keys + ["metric"], sort=True)["value"]).reset_index()
     rows = []
     for key, part in stats.groupby(keys, sort=True):
@@ -117,11 +117,11 @@ def summary_rows(frame: pd.DataFrame, specs: dict) -> tuple[pd.DataFrame, list[s
     if table.empty:
         return table, metrics
     runs = frame.drop_duplicates("run_id")
-    cost = runs.groupby(["method", "train_size", "quick"]).agg(
+    cost = runs.groupby(ROW_KEYS).agg(
         seeds=("seed", "nunique"), fit_s=("fit_s", "mean"),
         predict_ms=("predict_s_per_structure", lambda v: 1e3 * v.mean()),
         collapsed=("collapsed", lambda v: int(v.fillna(False).astype(bool).sum())))
-    table = table.join(cost, on=["method", "train_size", "quick"])
+    table = table.join(cost, on=ROW_KEYS)
     return table, metrics
 
 
@@ -147,12 +147,13 @@ def results_table(table: pd.DataFrame, metrics: list[str], specs: dict, tid: str
              '<th class="sort text" data-sort="status">status</th>']
     for m in metrics:
         spec = specs[m]
-        unit = {"target": "unit of the target", "": ""}.get(spec.unit, spec.unit)
-        direction = ARROWS.get(spec.direction, "")
-        if spec.direction == "target" and spec.ideal is not None:
-            direction = f"→ nearest {spec.ideal:g}"
-        heads.append(f'<th class="sort" data-sort="{_e(m)}" title="{_e(spec.summary)}">'
-                     f"{_e(spec.label)}<br><small>{_e(direction)}"
+        unit = {"target": "unit of the target", "": ""}.get(spec["unit"], spec["unit"])
+        direction = ARROWS.get(spec["direction"], "")
+        if spec["direction"] == "target" and spec.get("ideal") is not None:
+            direction = f"→ nearest {spec['ideal']:g}"
+        heads.append(f'<th class="sort" data-sort="{_e(m)}" '
+                     f'title="{_e(spec.get("summary") or "")}">'
+                     f"{_e(spec['label'])}<br><small>{_e(direction)}"
                      f"{'<br>' + _e(unit) if unit else ''}</small></th>")
     heads += ['<th class="sort" data-sort="fit_s">fit<br><small>s, ↓</small></th>',
               '<th class="sort" data-sort="predict_ms">predict<br><small>ms/structure, ↓'
@@ -166,7 +167,7 @@ def results_table(table: pd.DataFrame, metrics: list[str], specs: dict, tid: str
         cells = [
             f'<td class="method text" data-f="{_e(row["method"])}"><span class="swatch" '
             f'style="background:{method_colour(row["method"])}"></span>'
-            f'{_e(row["method"])}</td>',
+            f'{_e(row["label"])}</td>',
             f'<td class="backbone text" data-f="{_e(backbone or "-")}">'
             f'{_e(backbone or "-")}</td>',
             f'<td class="train_size" data-f="{int(row["train_size"])}">'
@@ -335,7 +336,7 @@ def write_site(records: list[dict], frame: pd.DataFrame, out_dir: Path,
     from uqbench.leaderboard import _write_atomic_text
 
     out_dir = Path(out_dir)
-    specs = _metric_specs()
+    specs = _metric_specs(records)
     cards = cards if cards is not None else _cards_dir()
     by_dataset: dict[str, list[dict]] = {}
     for r in records:

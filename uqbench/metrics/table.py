@@ -120,3 +120,10 @@ OOD_AUROC = MetricSpec(
 
 BUILTIN = (CRPS, NLL, SPEARMAN, SPEARMAN_ROBUST, MISCALIBRATION_AREA, ENCE, COVERAGE_95,
            SHARPNESS, RMSE, MAE, OOD_AUROC)
+
+
+def spec_info(spec: MetricSpec) -> dict:
+    """What a record keeps of a metric's spec, so its unit and direction travel with its
+    values (a plugin metric stays readable where the plugin is not installed)."""
+    return {"label": spec.label, "unit": spec.unit, "direction": spec.direction,
+            "ideal": spec.ideal, "summary": spec.summary}
