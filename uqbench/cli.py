@@ -6,23 +6,14 @@ import sys
 from pathlib import Path
 
 import click
-import yaml
 
 from uqbench.errors import UQBenchError
 
 
 def _parse_params(values: tuple[str, ...], flag: str = "--param") -> dict:
-    params = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise UQBenchError(f"{flag} expects KEY=VALUE; got {item!r}")
-        try:
-            params[key] = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            where = getattr(exc, "problem", None) or type(exc).__name__
-            raise UQBenchError(f"{flag} {key}: not valid YAML ({where}): {raw!r}") from None
-    return params
+    from uqbench.params import parse_assignments
+
+    return parse_assignments(values, flag)
 
 
 def _out_dir(ctx, param, value: str) -> Path:

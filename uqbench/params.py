@@ -99,3 +99,67 @@ def validate(method: Any) -> None:
         problem = constraint.check(value)
         if problem:
             raise ValueError(f"{name} {problem}; got {value!r}")
+
+
+# -- setting hyperparameters: one home for parsing, merging and kind checks ------------------
+
+#: Dict-valued hyperparameters whose entries nest as ``<prefix>__<key>`` (scikit-learn
+#: style): set one entry and the others keep their values.
+NESTED = {"backbone_options": "backbone"}
+
+
+def parse_assignments(values: tuple[str, ...] | list[str], flag: str = "--param") -> dict:
+    """``KEY=VALUE`` strings (values parsed as YAML) as a mapping; one-line errors."""
+    import yaml
+
+    from uqbench.errors import UQBenchError
+
+    params: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UQBenchError(f"{flag} expects KEY=VALUE; got {item!r}")
+        try:
+            params[key] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            where = getattr(exc, "problem", None) or type(exc).__name__
+            raise UQBenchError(f"{flag} {key}: not valid YAML ({where}): {raw!r}") from None
+    return params
+
+
+def flatten(params: dict[str, Any]) -> dict[str, Any]:
+    """``backbone_options={hidden: 64}`` as ``backbone__hidden=64`` (other keys as given)."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if key in NESTED and isinstance(value, dict):
+            out.update({f"{NESTED[key]}__{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
+def merge(*layers: dict[str, Any]) -> dict[str, Any]:
+    """Later layers win key by key, nested options included: ``--quick``'s
+    ``backbone__n_layers`` survives ``-p backbone__hidden=128`` (or ``-p
+    'backbone_options={hidden: 128}'``)."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        out.update(flatten(layer))
+    return out
+
+
+def check_kind(key: str, value: Any, default: Any) -> None:
+    """A value set by a user must have its default's kind (a number where the default is a
+    number, a whole number where it is an integer, ...); ValueError otherwise."""
+    if default is None or value is None:
+        return
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, kind = isinstance(value, int | float) and not isinstance(value, bool), "a number"
+    else:
+        ok, kind = isinstance(value, type(default)), f"a {type(default).__name__}"
+    if not ok:
+        raise ValueError(f"{key} must be {kind}; got {value!r}")

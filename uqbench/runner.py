@@ -16,6 +16,7 @@ from uqbench import registry
 from uqbench.dataset import label_counts
 from uqbench.errors import UQBenchError
 from uqbench.metrics.table import spec_info
+from uqbench.params import check_kind, merge
 from uqbench.progress import log_to_file, note, quiet
 from uqbench.results import (
     SCHEMA_VERSION,
@@ -80,23 +81,6 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _check_type(key: str, value: Any, default: Any) -> None:
-    """A hyperparameter given on the command line must have its default's kind (a number
-    where the default is a number, a whole number where it is an integer, and so on)."""
-    if default is None or value is None:
-        return
-    if isinstance(default, bool):
-        ok, kind = isinstance(value, bool), "true or false"
-    elif isinstance(default, int):
-        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
-    elif isinstance(default, float):
-        ok, kind = isinstance(value, int | float) and not isinstance(value, bool), "a number"
-    else:
-        ok, kind = isinstance(value, type(default)), f"a {type(default).__name__}"
-    if not ok:
-        raise ValueError(f"{key} must be {kind}; got {value!r}")
-
-
 #: Loader parameters the runner sets itself, from the run's own options.
 RUNNER_DATASET_OPTIONS = {"train_size": "--train-size", "quick": "--quick"}
 
@@ -117,9 +101,17 @@ def check_dataset_options(key: str, loader, options: dict[str, Any]) -> None:
                                f"{', '.join(takes) or 'none'}")
         default = params[name].default
         try:
-            _check_type(name, value, None if default is inspect.Parameter.empty else default)
+            check_kind(name, value, None if default is inspect.Parameter.empty else default)
         except ValueError as exc:
             raise UQBenchError(f"dataset {key!r}: option {exc}") from None
+
+
+def _deep_params(method) -> dict[str, Any]:
+    """A method's hyperparameters, nested backbone options included where it has them."""
+    try:
+        return method.get_params(deep=True)
+    except TypeError:  # a plugin's get_params without ``deep``
+        return method.get_params()
 
 
 def prepare(cfg: RunConfig):
@@ -144,19 +136,21 @@ def _prepare(cfg: RunConfig):
     loader = registry.dataset_loader(cfg.dataset)
     registry.dataset_name(cfg.dataset)  # a spec file is read and checked here
     method = registry.create_method(cfg.method)
-    defaults = method.get_params()
-    overrides: dict[str, Any] = dict(method.quick_params) if cfg.quick else {}
-    overrides.update(cfg.params)
-    overrides.update({"seed": cfg.seed, "device": cfg.device})
+    defaults = _deep_params(method)
+    user = merge(cfg.params)
+    runner_set = {"seed": cfg.seed, "device": cfg.device}
     if cfg.n_samples is not None:
-        overrides["n_samples"] = cfg.n_samples
+        runner_set["n_samples"] = cfg.n_samples
+    # --quick's settings, then the user's, then the runner's; nested options merge.
+    overrides = merge(method.quick_params if cfg.quick else {}, cfg.params, runner_set)
     try:
-        method.set_params(**{k: v for k, v in overrides.items() if k in method.get_params()})
-        unknown = set(cfg.params) - set(method.get_params())
+        unknown = set(user) - set(defaults)
         if unknown:
             raise ValueError(f"unknown hyperparameter(s) {', '.join(sorted(unknown))}")
-        for key, value in cfg.params.items():
-            _check_type(key, value, defaults.get(key))
+        for key, value in user.items():
+            check_kind(key, value, defaults.get(key))
+        method.set_params(**{k: v for k, v in overrides.items()
+                             if k in defaults or k.startswith("backbone__")})
         method.validate_params()
     except ValueError as exc:
         raise UQBenchError(f"method {cfg.method!r}: {exc}") from None

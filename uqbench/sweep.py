@@ -45,6 +45,7 @@ from typing import Any
 import yaml
 
 from uqbench.errors import UQBenchError
+from uqbench.params import merge
 from uqbench.progress import Progress
 from uqbench.results import write_json_atomic
 from uqbench.runner import DEFAULT_THREADS, RunConfig, planned_path, run
@@ -154,7 +155,7 @@ def expand(spec: dict[str, Any], out: Path) -> list[RunConfig]:
         for rule in spec.get("params") or []:
             when = rule.get("when") or {}
             if all(facts.get(k) == v for k, v in when.items()):
-                params.update(rule["set"])
+                params = merge(params, rule["set"])  # nested options merge
         configs.append(RunConfig(method=method, dataset=dataset, train_size=size, seed=seed,
                                  device=spec.get("device", "auto"),
                                  n_samples=spec.get("n_samples"),

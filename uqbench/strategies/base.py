@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from pathlib import Path
@@ -98,10 +97,50 @@ class TorchUQMethod(UQMethod):
         """How many replicas of a chunk one forward pass holds (for chunk sizing)."""
         return 1
 
+    # -- hyperparameters: the backbone's options nest as backbone__<option> ----------------
+    def backbone_defaults(self) -> dict:
+        """The backbone's options and their defaults (before this method's overrides)."""
+        try:
+            return type(make_adapter(self.backbone, {})).defaults()
+        except ValueError:
+            return {}
+
+    def get_params(self, deep: bool = False) -> dict:
+        """The hyperparameters; with ``deep``, also ``backbone__<option>`` for every option
+        of the backbone (its default, or this method's override), scikit-learn style."""
+        params = super().get_params()
+        if deep:
+            options = {**self.backbone_defaults(), **(self.backbone_options or {})}
+            params.update({f"backbone__{k}": v for k, v in options.items()})
+        return params
+
+    def set_params(self, **params) -> TorchUQMethod:
+        """Set hyperparameters; ``backbone__<option>`` merges into ``backbone_options``
+        (after ``backbone`` and ``backbone_options`` in the same call), the other options
+        kept."""
+        nested = {k[len("backbone__"):]: params.pop(k) for k in list(params)
+                  if k.startswith("backbone__")}
+        super().set_params(**params)
+        if nested:
+            known = self.backbone_defaults()
+            unknown = sorted(set(nested) - set(known))
+            if unknown:
+                raise ValueError(f"backbone {self.backbone!r} has no option(s) "
+                                 f"{', '.join(map(repr, unknown))}; it takes "
+                                 f"{', '.join(known)}")
+            self.backbone_options = {**(self.backbone_options or {}), **nested}
+        return self
+
     # -- shared machinery -----------------------------------------------------------------
-    @functools.cached_property
-    def _adapter(self) -> BackboneAdapter:
+    def new_adapter(self) -> BackboneAdapter:
+        """A fresh adapter for the current ``backbone`` and ``backbone_options``: every fit
+        makes its own, so hyperparameters set after one fit take effect in the next."""
         return make_adapter(self.backbone, self._backbone_options())
+
+    @property
+    def _adapter(self) -> BackboneAdapter:
+        """The fitted adapter (``adapter_``); before a fit, a fresh one."""
+        return self.__dict__.get("adapter_") or self.new_adapter()
 
     def check_prerequisites(self) -> None:
         """The backbone's package is importable (a fresh adapter: nothing is cached)."""
@@ -135,6 +174,7 @@ class TorchUQMethod(UQMethod):
         if val:
             val = _labelled(val, "val")
         self.device_ = resolve_device(self.device)
+        self.adapter_ = self.new_adapter()
         self._adapter.check_dtype(self._torch_dtype)
         self.backbone_options_ = self._adapter.resolve(train_set)
         train_items = self._adapter.graph_items(train_set)
@@ -273,7 +313,7 @@ class TorchUQMethod(UQMethod):
         method.key = config.get("key", "")
         method.device_ = resolve_device(method.device)
         method.backbone_options_ = config.get("backbone_options_", method._backbone_options())
-        method._adapter.options = dict(method.backbone_options_)
+        method.adapter_ = make_adapter(method.backbone, dict(method.backbone_options_))
         states = torch.load(path / "weights.pt", map_location=method.device_, weights_only=True)
         method.models_ = []
         for state in states:
