@@ -20,9 +20,11 @@ class UQMethod(ABC):
     """
 
     key: str = ""
-    #: Hyperparameters that ``uqbench run --quick`` overrides (a smoke-test budget).
+    #: Hyperparameters that ``uqbench run --quick`` overrides (a smoke-test budget); set
+    #: from the method's card (`uqbench.cards`), empty for a class used directly.
     quick_params: dict[str, Any] = {}
-    #: Dataset options ``--quick`` applies where the loader takes them (for costly methods).
+    #: Dataset options ``--quick`` applies where the loader takes them (the card's
+    #: ``quick_data``).
     quick_data: dict[str, Any] = {}
 
     @abstractmethod

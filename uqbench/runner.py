@@ -144,7 +144,8 @@ def _prepare(cfg: RunConfig):
     # --quick's settings, then the user's, then the runner's; nested options merge.
     overrides = merge(method.quick_params if cfg.quick else {}, cfg.params, runner_set)
     try:
-        unknown = set(user) - set(defaults)
+        # (an unknown backbone__ option is named by set_params, with the valid ones)
+        unknown = {k for k in user if k not in defaults and not k.startswith("backbone__")}
         if unknown:
             raise ValueError(f"unknown hyperparameter(s) {', '.join(sorted(unknown))}")
         for key, value in user.items():

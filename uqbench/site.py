@@ -237,8 +237,9 @@ def provenance_table(records: list[dict], tid: str) -> tuple[str, list]:
 
 
 def _cards_dir() -> Path | None:
-    here = Path(__file__).resolve().parent.parent / "methods"
-    return here if here.is_dir() else None
+    from uqbench.cards import CARDS_DIR
+
+    return CARDS_DIR if CARDS_DIR.is_dir() else None
 
 
 def method_cards(records: list[dict], cards: Path | None) -> str:

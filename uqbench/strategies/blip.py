@@ -4,7 +4,7 @@ Adaptive variational dropout: the weights of every message and update function a
 perturbed by zero-mean Gaussian noise whose scale an inference network computes from the
 initial node features and the edge attributes; weights and inference network are trained
 jointly by variational inference. No code is public; the choices made here (see the card
-``methods/blip-egnn.yaml``):
+``uqbench/method_cards/blip-egnn.yaml``):
 
 - Posterior per weight N(w, alpha w^2) (Gaussian/variational dropout, Kingma et al. 2015),
   alpha = exp(log_alpha) given per row (edge for messages, atom for updates) and per
@@ -189,8 +189,6 @@ class BLIP(TorchUQMethod):
         "prior": Options(("gaussian", "log-uniform")),
         "warm_start_fraction": Interval(float, 0, 1, closed="left"),
     }
-    quick_params = {"max_epochs": 15, "patience": 5, "lr": 3e-3,
-                    "backbone_options": {"hidden": 32, "n_layers": 2}}
 
     def __init__(self, kl_weight: float = 1e-3, kl_anneal: float = 0.25,
                  inference_hidden: int = 32, init_log_alpha: float = -6.0,

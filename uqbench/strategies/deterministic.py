@@ -14,8 +14,6 @@ class Deterministic(TorchUQMethod):
     error, NLL is infinite (counted in ``n_zero_std``).
     """
 
-    quick_params = {"max_epochs": 15, "patience": 5, "lr": 3e-3,
-                    "backbone_options": {"hidden": 32, "n_layers": 2}}
 
     def _sample(self, batch, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._member_passes(self.models_[0], batch, 1)

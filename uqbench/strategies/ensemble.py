@@ -13,8 +13,6 @@ class DeepEnsemble(TorchUQMethod):
     """Deep ensemble of M backbones differing in initialisation and minibatch order."""
 
     parameter_constraints = {"n_members": Interval(int, 2)}
-    quick_params = {"max_epochs": 15, "patience": 5, "lr": 3e-3,
-                    "backbone_options": {"hidden": 32, "n_layers": 2}}
 
     def __init__(self, n_members: int = 5, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -16,8 +16,6 @@ class MCDropout(TorchUQMethod):
     """
 
     parameter_constraints = {"dropout": Interval(float, 0, 1, closed="neither")}
-    quick_params = {"max_epochs": 15, "patience": 5, "lr": 3e-3,
-                    "backbone_options": {"hidden": 32, "n_layers": 2}}
 
     def __init__(self, dropout: float = 0.1, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -127,8 +127,6 @@ class FunctionalPerturbation(TorchUQMethod):
         "perturbation_weight_decay": Interval(float, 0),
         "perturbation_bound": Optional(Interval(float, 0, None, closed="neither")),
     }
-    quick_params = {"max_epochs": 10, "finetune_epochs": 8, "patience": 5, "lr": 3e-3,
-                    "finetune_lr": 1e-3, "backbone_options": {"hidden": 32, "n_layers": 2}}
 
     def __init__(self, noise_dim: int = 32, train_samples: int = 4, finetune_epochs: int = 150,
                  finetune_lr: float = 3e-4, pretrain: bool = True,
