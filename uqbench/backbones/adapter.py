@@ -170,7 +170,9 @@ def linear_sites(parent: nn.Module, domain: str = "") -> list[Site]:
             if isinstance(m, nn.Linear)]
 
 
-#: Backbone key -> "module:class" of its adapter (imported only when used).
+#: Backbone key -> "module:class" of its adapter: the built-ins, registered like plugins in
+#: the ``uqbench.backbones`` entry-point group (this table is the fallback where the package
+#: metadata is not installed).
 ADAPTERS = {
     "egnn": "uqbench.backbones.adapter:EGNNAdapter",
     "chgnet": "uqbench.backbones.chgnet:CHGNetAdapter",
@@ -178,12 +180,28 @@ ADAPTERS = {
 }
 
 
+def backbones() -> dict[str, str]:
+    """Every registered backbone: key -> "module:class" of its adapter (plugins through
+    the ``uqbench.backbones`` entry-point group; nothing is imported here)."""
+    from importlib.metadata import entry_points
+
+    found = dict(ADAPTERS)
+    for ep in entry_points(group="uqbench.backbones"):
+        found.setdefault(ep.name, ep.value)
+    return found
+
+
 def make_adapter(name: str, options: dict[str, Any]) -> BackboneAdapter:
-    try:
-        module, cls = ADAPTERS[name].split(":")
-    except KeyError:
-        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(ADAPTERS)}") from None
-    return getattr(importlib.import_module(module), cls)(options)
+    """A fresh adapter of backbone ``name`` (a `BackboneAdapter` subclass, built-in or a
+    plugin's) with ``options``; only that backbone's module is imported."""
+    known = backbones()
+    if name not in known:
+        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(sorted(known))}")
+    module, _, cls = known[name].partition(":")
+    adapter = getattr(importlib.import_module(module), cls)
+    if not (isinstance(adapter, type) and issubclass(adapter, BackboneAdapter)):
+        raise ValueError(f"backbone {name!r} ({known[name]}) is not a BackboneAdapter")
+    return adapter(options)
 
 
 def energy_and_forces(model: nn.Module, batch, create_graph: bool = False,
