@@ -59,7 +59,7 @@ def main() -> None:
     torch.manual_seed(0)
     backbone = method._adapter.build()
     method._adapter.fit_normalisation(backbone, method._adapter.graph_items(data.splits["train"]))
-    model = method._wrap(backbone).eval()
+    model = method.wrap(backbone).eval()
     method.models_ = [model]
     test = data.splits["test"]
 

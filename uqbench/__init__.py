@@ -1,7 +1,8 @@
 """uqbench: benchmark uncertainty quantification of machine-learning interatomic potentials.
 
-Front doors: `load_dataset`, `create_method`, `Prediction`, `UQMethod`, `Dataset`.
-Importing uqbench does not import torch.
+Front doors: `load_dataset`, `create_method`, `Prediction`, `UQMethod`, `Dataset`; for
+writing a method on a backbone, `TorchUQMethod`, `energy_and_forces` and `GraphBatch`
+(imported, with torch, when first used). Importing uqbench does not import torch.
 """
 
 from uqbench.calculator import UQCalculator
@@ -12,5 +13,18 @@ from uqbench.prediction import Prediction
 from uqbench.registry import create_method, load_dataset
 
 __version__ = "0.1.0"
-__all__ = ["Dataset", "Prediction", "UQBenchError", "UQCalculator", "UQMethod",
-           "create_method", "load_dataset"]
+__all__ = ["Dataset", "GraphBatch", "Prediction", "TorchUQMethod", "UQBenchError",
+           "UQCalculator", "UQMethod", "create_method", "energy_and_forces", "load_dataset"]
+
+_LAZY = {"TorchUQMethod": "uqbench.strategies.base",
+         "energy_and_forces": "uqbench.backbones.adapter",
+         "GraphBatch": "uqbench.backbones.graph"}
+
+
+def __getattr__(name: str):
+    """The torch-based public API, imported when first asked for."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'uqbench' has no attribute {name!r}")

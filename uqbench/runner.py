@@ -139,7 +139,7 @@ def _prepare(cfg: RunConfig):
     defaults = _deep_params(method)
     user = merge(cfg.params)
     runner_set = {"seed": cfg.seed, "device": cfg.device}
-    if cfg.n_samples is not None:
+    if cfg.n_samples is not None and "n_samples" in defaults:  # parametric: none to set
         runner_set["n_samples"] = cfg.n_samples
     # --quick's settings, then the user's, then the runner's; nested options merge.
     overrides = merge(method.quick_params if cfg.quick else {}, cfg.params, runner_set)
@@ -196,7 +196,8 @@ def identity(cfg: RunConfig, method, data_kwargs: dict) -> tuple[str, dict]:
               if not (k in ADDED_PARAMS and v == ADDED_PARAMS[k])}
     config = {"method": cfg.method, "params": params, "dataset": cfg.dataset,
               "dataset_options": data_kwargs, "train_size": cfg.train_size or "default",
-              "seed": cfg.seed, "quick": cfg.quick, "n_samples": cfg.n_samples,
+              "seed": cfg.seed, "quick": cfg.quick,
+              "n_samples": cfg.n_samples if "n_samples" in params else None,
               "threads": cfg.threads}
     return run_id(config), config
 

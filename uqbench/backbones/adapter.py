@@ -98,6 +98,11 @@ class BackboneAdapter:
         """For each row domain of `norm_sites`, the structure index of every row."""
         return {"atom": batch.structure, "edge": batch.structure[batch.dst]}
 
+    def node_features(self, model: nn.Module, batch) -> torch.Tensor:
+        """The backbone's final per-atom states [n_atoms, F], before its readout (for a
+        method's extra head). Backbones that expose them override this."""
+        raise NotImplementedError(f"backbone {self.name!r} exposes no node features")
+
     def dropout_layers(self, model: nn.Module) -> list[nn.Dropout]:
         return [m for m in model.modules() if isinstance(m, nn.Dropout)]
 
@@ -139,6 +144,9 @@ class EGNNAdapter(BackboneAdapter):
         if self.options.get("cutoff") is None and any(a.pbc.any() for a in structures):
             self.options = {**self.options, "cutoff": PERIODIC_CUTOFF}
         return dict(self.options)
+
+    def node_features(self, model: nn.Module, batch) -> torch.Tensor:
+        return model.node_states(batch)
 
     def norm_sites(self, model: nn.Module) -> list[Site]:
         sites = []

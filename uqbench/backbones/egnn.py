@@ -60,11 +60,16 @@ class EGNN(nn.Module):
         h = self.embed(batch.numbers) + self.charge_embed(batch.charges[:, None])
         return h, edge_feat, cosine_envelope(r, self.cutoff)
 
-    def forward(self, batch: GraphBatch) -> torch.Tensor:
-        """Energy of each structure [n_structures] (eV)."""
+    def node_states(self, batch: GraphBatch) -> torch.Tensor:
+        """The final node states [n_atoms, hidden], what the readout sees."""
         h, edge_feat, envelope = self.features(batch)
         for layer in self.layers:
             h = layer(h, batch.src, batch.dst, edge_feat, envelope)
+        return h
+
+    def forward(self, batch: GraphBatch) -> torch.Tensor:
+        """Energy of each structure [n_structures] (eV)."""
+        h = self.node_states(batch)
         atom_energy = self.readout(h).squeeze(-1) * self.energy_scale + self.energy_shift
         return torch.zeros(batch.n_structures, dtype=h.dtype, device=h.device).index_add_(
             0, batch.structure, atom_energy

@@ -25,10 +25,31 @@ MAX_EDGES_PER_PASS = 200_000
 
 
 class TorchUQMethod(UQMethod):
-    """Base for strategies whose fitted state is a list of torch modules (``models_``).
+    """Base for methods whose fitted state is a list of torch modules (``models_``), on any
+    backbone (EGNN, CHGNet, Orb, a plugin's) through its adapter. Exported as
+    ``uqbench.TorchUQMethod``; a method written on it uses only the public hooks below.
 
-    Subclasses set the defaults of their own hyperparameters and implement `_sample`
-    (and, for more than one training stage, `_fit_member`).
+    What a subclass provides (its own hyperparameters as keywords of ``__init__``, passing
+    ``**kwargs`` on to this one):
+
+    - a **sample-based** method overrides `sample` (energies ``[S, n]`` and forces
+      ``[S, n_atoms, 3]`` of a batch) and, where it needs more than one model or stage,
+      `n_models` and `fit_member`; `copies_per_pass` says how many replicas one pass holds;
+    - a **parametric** method sets ``parametric = True`` and overrides `predict_gaussian`
+      (means and standard deviations of a batch); it takes no ``n_samples``.
+
+    Building blocks: `new_backbone` (a fresh backbone with its energy shift and scale
+    fitted), `train_stage` (the shared loop: budget, best-validation weights, progress),
+    `loss` (per-atom energy + force (+ stress) MSE over the labels present), `wrap` (the
+    module around a backbone that is saved and loaded), `node_features` (the backbone's
+    final per-atom states, for an extra head), and ``uqbench.energy_and_forces``.
+    Prediction batches structures under an edge budget (`MAX_EDGES_PER_PASS`) for both
+    kinds.
+
+    The wrapper contract: a module passed to `train_stage` or kept in ``models_`` maps a
+    `GraphBatch` to the energy of each structure (eV); it exposes the backbone's
+    ``energy_scale`` and ``energy_shift`` buffers (the loss unit and offset) and, for a
+    backbone with a direct force head, ``direct_forces = True``.
 
     Budget: ``max_epochs`` passes over the training set or, when ``max_steps`` is set,
     ``max_steps`` optimiser steps per model over all of its training stages (the study
@@ -82,20 +103,36 @@ class TorchUQMethod(UQMethod):
         self.device = device
         self.dtype = dtype
 
+    #: True for a method that predicts means and standard deviations (`predict_gaussian`)
+    #: rather than samples.
+    parametric: bool = False
+
     # -- pieces subclasses provide --------------------------------------------------------
     def _backbone_options(self) -> dict:
         return dict(self.backbone_options or {})
 
-    def _n_members(self) -> int:
+    def n_models(self) -> int:
+        """How many models `fit` trains (each by `fit_member`): 1, or an ensemble's size."""
         return 1
 
-    def _sample(self, batch, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Energies [S, n_structures] and forces [S, n_atoms, 3] for one chunk."""
-        raise NotImplementedError
+    def sample(self, batch, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Energies [S, n_structures] and forces [S, n_atoms, 3] of one batch (sample-based
+        methods)."""
+        raise NotImplementedError(f"{type(self).__name__} draws no samples")
 
-    def _copies_per_pass(self, n_samples: int) -> int:
+    def predict_gaussian(self, batch) -> tuple[torch.Tensor, ...]:
+        """Energy mean and std [n_structures] and force mean and std [n_atoms, 3] of one
+        batch (parametric methods)."""
+        raise NotImplementedError(f"{type(self).__name__} is not parametric")
+
+    def copies_per_pass(self, n_samples: int) -> int:
         """How many replicas of a chunk one forward pass holds (for chunk sizing)."""
         return 1
+
+    def node_features(self, model: nn.Module, batch) -> torch.Tensor:
+        """The backbone's final per-atom states [n_atoms, F] (before its readout) for the
+        backbone inside ``model``: what an extra head (a variance, a last layer) reads."""
+        return self._adapter.node_features(model, batch)
 
     # -- hyperparameters: the backbone's options nest as backbone__<option> ----------------
     def backbone_defaults(self) -> dict:
@@ -109,6 +146,8 @@ class TorchUQMethod(UQMethod):
         """The hyperparameters; with ``deep``, also ``backbone__<option>`` for every option
         of the backbone (its default, or this method's override), scikit-learn style."""
         params = super().get_params()
+        if self.parametric:  # draws no samples: n_samples is no hyperparameter of it
+            params.pop("n_samples", None)
         if deep:
             options = {**self.backbone_defaults(), **(self.backbone_options or {})}
             params.update({f"backbone__{k}": v for k, v in options.items()})
@@ -162,7 +201,7 @@ class TorchUQMethod(UQMethod):
         except KeyError:
             raise UQBenchError(f"dtype must be float32 or float64; got {self.dtype!r}") from None
 
-    def _loss(self, model: nn.Module, batch) -> torch.Tensor:
+    def loss(self, model: nn.Module, batch) -> torch.Tensor:
         return mse_loss(model, batch, self.force_weight, self.stress_weight)
 
     def fit(self, train_set: list[Atoms], val: list[Atoms] | None = None) -> TorchUQMethod:
@@ -182,9 +221,9 @@ class TorchUQMethod(UQMethod):
         self.models_: list[nn.Module] = []
         self.history_: list[dict] = []
         start = time.perf_counter()
-        for member in range(self._n_members()):
+        for member in range(self.n_models()):
             torch.manual_seed(self.seed * 1000 + member)
-            model, history = self._fit_member(member, train_items, val_items)
+            model, history = self.fit_member(member, train_items, val_items)
             model.eval()
             self.models_.append(model)
             self.history_.append(history)
@@ -218,21 +257,21 @@ class TorchUQMethod(UQMethod):
             return None
         return int(round(fraction * self.max_steps))
 
-    def _new_backbone(self, train_items: list[dict], member: int = 0) -> nn.Module:
+    def new_backbone(self, train_items: list[dict], member: int = 0) -> nn.Module:
         model = self._adapter.build().to(self.device_, self._torch_dtype)
         self._adapter.prepare_member(model, member)
         self._adapter.fit_normalisation(model, train_items)
         return model
 
-    def _fit_member(self, member: int, train_items: list[dict],
+    def fit_member(self, member: int, train_items: list[dict],
                     val_items: list[dict] | None) -> tuple[nn.Module, dict]:
         """Default: one backbone trained with the MSE loss."""
-        model = self._new_backbone(train_items, member)
-        history = self._train(model, train_items, val_items, self._loss, self.max_epochs,
-                              self.lr, member, f"member {member + 1}/{self._n_members()}")
+        model = self.new_backbone(train_items, member)
+        history = self.train_stage(model, train_items, val_items, self.loss, self.max_epochs,
+                              self.lr, member, f"member {member + 1}/{self.n_models()}")
         return model, history
 
-    def _train(self, model, train_items, val_items, loss_fn, max_epochs, lr, member, what,
+    def train_stage(self, model, train_items, val_items, loss_fn, max_epochs, lr, member, what,
                max_steps: int | None = None, param_groups: list[dict] | None = None):
         """One training stage. With ``max_steps`` None, a single-stage method spends the
         whole ``self.max_steps`` (when set); multi-stage methods pass each stage's share
@@ -260,9 +299,11 @@ class TorchUQMethod(UQMethod):
     ) -> Prediction:
         if not hasattr(self, "models_"):
             raise RuntimeError(f"{type(self).__name__} is not fitted; call fit() first")
-        n_samples = n_samples or self.n_samples
         items = self._adapter.graph_items(structures)
-        copies = self._copies_per_pass(n_samples)
+        if self.parametric:
+            return self._predict_parametric(structures, items)
+        n_samples = n_samples or self.n_samples
+        copies = self.copies_per_pass(n_samples)
         energies, forces = [], []
         # Progress only for a data split: a calculator predicting one structure per MD
         # step must not log two lines per step.
@@ -270,7 +311,7 @@ class TorchUQMethod(UQMethod):
                     if len(items) >= PROGRESS_MIN_STRUCTURES else None)
         for chunk in _chunks(items, MAX_EDGES_PER_PASS // max(copies, 1)):
             batch = collate(chunk, self._torch_dtype).to(self.device_)
-            e, f = self._sample(batch, n_samples)
+            e, f = self.sample(batch, n_samples)
             energies.append(e.detach().cpu().double().numpy())
             forces.append(f.detach().cpu().double().numpy())
             if progress is not None:
@@ -281,6 +322,22 @@ class TorchUQMethod(UQMethod):
         return Prediction.from_samples(
             np.concatenate(energies, axis=1), np.concatenate(forces, axis=1), n_atoms
         )
+
+    def batches(self, structures: list[Atoms]):
+        """``structures`` as `GraphBatch` es on the fitted method's device and dtype, under
+        the edge budget of a forward pass (labels included where present)."""
+        for chunk in _chunks(self._adapter.graph_items(structures), MAX_EDGES_PER_PASS):
+            yield collate(chunk, self._torch_dtype).to(self.device_)
+
+    def _predict_parametric(self, structures: list[Atoms], items: list[dict]) -> Prediction:
+        parts: list[list[np.ndarray]] = [[], [], [], []]
+        for chunk in _chunks(items, MAX_EDGES_PER_PASS):
+            batch = collate(chunk, self._torch_dtype).to(self.device_)
+            for store, value in zip(parts, self.predict_gaussian(batch), strict=True):
+                store.append(value.detach().cpu().double().numpy())
+        e_mean, e_std, f_mean, f_std = (np.concatenate(p) for p in parts)
+        return Prediction(n_atoms=np.array([len(a) for a in structures]), energy_mean=e_mean,
+                          energy_std=e_std, forces_mean=f_mean, forces_std=f_std)
 
     def _member_passes(self, model: nn.Module, batch, copies: int, **model_kwargs):
         """``copies`` passes of one model as one replicated batch (``model_kwargs`` go to
@@ -317,13 +374,13 @@ class TorchUQMethod(UQMethod):
         states = torch.load(path / "weights.pt", map_location=method.device_, weights_only=True)
         method.models_ = []
         for state in states:
-            model = method._wrap(method._adapter.build()).to(method.device_, method._torch_dtype)
+            model = method.wrap(method._adapter.build()).to(method.device_, method._torch_dtype)
             model.load_state_dict(state)
             model.eval()
             method.models_.append(model)
         return method
 
-    def _wrap(self, backbone: nn.Module) -> nn.Module:
+    def wrap(self, backbone: nn.Module) -> nn.Module:
         """The fitted module around a backbone (identity here; strategies add their layers)."""
         return backbone
 

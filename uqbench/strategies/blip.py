@@ -202,15 +202,15 @@ class BLIP(TorchUQMethod):
         self.prior = prior
         self.warm_start_fraction = warm_start_fraction
 
-    def _wrap(self, backbone: nn.Module) -> nn.Module:
+    def wrap(self, backbone: nn.Module) -> nn.Module:
         return BLIPModel(backbone, self._adapter, self.inference_hidden, self.init_log_alpha,
                          self.prior)
 
-    def _fit_member(self, member, train_items, val_items):
+    def fit_member(self, member, train_items, val_items):
         if not 0.0 <= self.warm_start_fraction < 1.0:
             raise ValueError(f"warm_start_fraction must be in [0, 1); got "
                              f"{self.warm_start_fraction}")
-        backbone = self._new_backbone(train_items)
+        backbone = self.new_backbone(train_items)
         stages = {}
         steps_per_epoch = math.ceil(len(train_items) / self.batch_size)
         if self.max_steps is not None:
@@ -222,16 +222,16 @@ class BLIP(TorchUQMethod):
             warm_steps = None
             vi_epochs, vi_steps = self.max_epochs - warm_epochs, None
         if self.warm_start_fraction > 0:
-            stages["warm_start"] = self._train(backbone, train_items, val_items, self._loss,
+            stages["warm_start"] = self.train_stage(backbone, train_items, val_items, self.loss,
                                                warm_epochs, self.lr, member, "warm start",
                                                max_steps=warm_steps)
-        model = self._wrap(backbone).to(self.device_, self._torch_dtype)
+        model = self.wrap(backbone).to(self.device_, self._torch_dtype)
         self._init_noise_scales(model, train_items)
         self._n_train = len(train_items)
         self._ramp_steps = self.kl_anneal * (vi_steps if vi_steps is not None
                                              else vi_epochs * steps_per_epoch)
         self._step = 0
-        stages["variational"] = self._train(model, train_items, val_items, self._elbo_loss,
+        stages["variational"] = self.train_stage(model, train_items, val_items, self._elbo_loss,
                                             vi_epochs, self.lr, member,
                                             "variational inference", max_steps=vi_steps)
         return model, self._staged_history(stages, "variational")
@@ -304,10 +304,10 @@ class BLIP(TorchUQMethod):
             self.models_[0](batch)
         return float(self.models_[0].last_kl)
 
-    def _copies_per_pass(self, n_samples: int) -> int:
+    def copies_per_pass(self, n_samples: int) -> int:
         return n_samples
 
-    def _sample(self, batch, n_samples: int):
+    def sample(self, batch, n_samples: int):
         return self._member_passes(self.models_[0], batch, n_samples)
 
     def mean_prediction(self, batch):

@@ -15,5 +15,5 @@ class Deterministic(TorchUQMethod):
     """
 
 
-    def _sample(self, batch, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, batch, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._member_passes(self.models_[0], batch, 1)

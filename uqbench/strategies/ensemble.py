@@ -18,12 +18,12 @@ class DeepEnsemble(TorchUQMethod):
         super().__init__(**kwargs)
         self.n_members = n_members
 
-    def _n_members(self) -> int:
+    def n_models(self) -> int:
         if self.n_members < 2:
             raise ValueError("an ensemble needs n_members >= 2")
         return self.n_members
 
-    def _sample(self, batch, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, batch, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
         # An ensemble's samples are its members: n_samples does not apply.
         passes = [self._member_passes(m, batch, 1) for m in self.models_]
         return torch.cat([e for e, _ in passes]), torch.cat([f for _, f in passes])

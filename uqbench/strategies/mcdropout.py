@@ -26,10 +26,10 @@ class MCDropout(TorchUQMethod):
             raise ValueError(f"dropout must be in (0, 1); got {self.dropout}")
         return {**super()._backbone_options(), "dropout": self.dropout}
 
-    def _copies_per_pass(self, n_samples: int) -> int:
+    def copies_per_pass(self, n_samples: int) -> int:
         return n_samples
 
-    def _sample(self, batch, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, batch, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
         model = self.models_[0]
         for layer in self._adapter.dropout_layers(model):
             layer.train()

@@ -145,27 +145,27 @@ class FunctionalPerturbation(TorchUQMethod):
         self.perturbation_weight_decay = perturbation_weight_decay
         self.perturbation_bound = perturbation_bound
 
-    def _wrap(self, backbone: nn.Module) -> nn.Module:
+    def wrap(self, backbone: nn.Module) -> nn.Module:
         return PerturbedModel(backbone, self._adapter, self.noise_dim, self.perturbation_bound)
 
-    def _fit_member(self, member, train_items, val_items):
+    def fit_member(self, member, train_items, val_items):
         if self.train_samples < 2:
             raise ValueError("train_samples must be >= 2 for the fair CRPS")
         if not 0.0 <= self.crps_alpha <= 1.0:
             raise ValueError(f"crps_alpha must be in [0, 1]; got {self.crps_alpha}")
         if not 0.0 < self.finetune_fraction <= 1.0:
             raise ValueError(f"finetune_fraction must be in (0, 1]; got {self.finetune_fraction}")
-        backbone = self._new_backbone(train_items)
+        backbone = self.new_backbone(train_items)
         stages = {}
         finetune_steps = self._stage_steps(self.finetune_fraction if self.pretrain else 1.0)
         if self.pretrain:
             pretrain_steps = (None if finetune_steps is None
                               else self.max_steps - finetune_steps)
-            stages["pretrain"] = self._train(backbone, train_items, val_items, self._loss,
+            stages["pretrain"] = self.train_stage(backbone, train_items, val_items, self.loss,
                                              self.max_epochs, self.lr, member, "pretraining",
                                              max_steps=pretrain_steps)
-        model = self._wrap(backbone).to(self.device_, self._torch_dtype)
-        stages["finetune"] = self._train(
+        model = self.wrap(backbone).to(self.device_, self._torch_dtype)
+        stages["finetune"] = self.train_stage(
             model, train_items, val_items, self._crps_loss, self.finetune_epochs,
             self.finetune_lr, member, "CRPS finetuning", max_steps=finetune_steps,
             param_groups=self._param_groups(model))
@@ -209,9 +209,9 @@ class FunctionalPerturbation(TorchUQMethod):
             loss = loss + self.stress_weight * fair_crps(pred, true, a).mean()
         return loss
 
-    def _copies_per_pass(self, n_samples: int) -> int:
+    def copies_per_pass(self, n_samples: int) -> int:
         return n_samples
 
-    def _sample(self, batch, n_samples: int):
+    def sample(self, batch, n_samples: int):
         z = self._noise(n_samples * batch.n_structures, batch.positions)
         return self._member_passes(self.models_[0], batch, n_samples, z=z)
