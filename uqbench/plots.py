@@ -15,10 +15,15 @@ import seaborn as sns  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
-from uqbench.metrics.table import BUILTIN  # noqa: E402
 from uqbench.progress import note  # noqa: E402
 
-_LABELS = {m.key: m.label for m in BUILTIN}
+
+def _label(metric: str) -> str:
+    """A metric's label from its spec (plugins' included), else its key."""
+    from uqbench.leaderboard import metric_info
+
+    return (metric_info().get(metric) or {}).get("label", metric)
+
 _UNITS = {"energy": "eV/atom", "forces": "eV/Å"}
 
 #: Figures are drawn to stay readable at 1200 px: at most this many panels per row.
@@ -92,11 +97,10 @@ def metric_vs_train_size(frame: pd.DataFrame, metric: str, split: str, target: s
                  errorbar="sd", err_style="bars", ax=ax, hue_order=methods,
                  style_order=methods, palette={m: method_colour(m) for m in methods})
     _axis_scale(ax, "x", sub["train_size"])
-    unit = _UNITS.get(target, "")
-    label = _LABELS.get(metric, metric)
-    spec = next((m for m in BUILTIN if m.key == metric), None)
-    if spec is not None and spec.unit == "target":
-        label += f" ({unit})"
+    units = sub["unit"].dropna().unique() if "unit" in sub else []
+    label = _label(metric)
+    if len(units) == 1 and units[0]:
+        label += f" ({units[0]})"
     ax.set_ylabel(label)
     ax.set_xlabel("training structures")
     ax.set_title(f"{target} — {split}")
@@ -114,7 +118,7 @@ def metric_vs_train_size_grid(frame: pd.DataFrame, metric: str, path: Path) -> P
         if k and ax.get_legend() is not None:
             ax.get_legend().remove()
     dataset = frame["dataset"].iloc[0]
-    fig.suptitle(f"{dataset}: {_LABELS.get(metric, metric)} vs training size "
+    fig.suptitle(f"{dataset}: {_label(metric)} vs training size "
                  "(mean ± sd over seeds)")
     return _save(fig, path)
 
@@ -303,7 +307,7 @@ def metric_by_split(frame: pd.DataFrame, metric: str, target: str,
     sns.barplot(data=sub, x="split", y="value", hue=hue, order=order,
                 hue_order=methods, errorbar="sd", capsize=0.1, ax=ax,
                 palette={m: method_colour(m) for m in methods})
-    ax.set_ylabel(_LABELS.get(metric, metric))
+    ax.set_ylabel(_label(metric))
     ax.set_xlabel("")
     ax.set_title(target)
     return ax
@@ -320,6 +324,6 @@ def metric_by_split_figure(frame: pd.DataFrame, metric: str, path: Path) -> Path
         if j and ax.get_legend() is not None:
             ax.get_legend().remove()
     fig.suptitle(f"{sub['dataset'].iloc[0]}, train size {size}: "
-                 f"{_LABELS.get(metric, metric)} by split (mean ± sd over seeds)"
+                 f"{_label(metric)} by split (mean ± sd over seeds)"
                  f"{_quick_mark(bool(sub['quick'].all()))}")
     return _save(fig, path)
