@@ -173,9 +173,18 @@ def seed_stats(grouped) -> pd.DataFrame:
 ROW_KEYS = ["method", "label", "config", "train_size", "quick"]
 
 
+def _with_configs(frame: pd.DataFrame) -> pd.DataFrame:
+    """A frame made by hand (without configuration columns) is one configuration per
+    method."""
+    if "label" in frame:
+        return frame
+    return frame.assign(label=frame["method"], config="", variant="")
+
+
 def wide(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean, std and count over seeds, one row per configuration x train size x split x
     target (two configurations of one method are two rows, told apart by ``label``)."""
+    frame = _with_configs(frame)
     keys = ROW_KEYS + ["split", "target"]
     stats = seed_stats(frame.groupby(keys + ["metric"], sort=True)["value"])[["mean", "std"]]
     table = stats.unstack("metric")
@@ -191,6 +200,7 @@ def wide(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def markdown(frame: pd.DataFrame, dataset: str) -> str:
+    frame = _with_configs(frame)
     lines = [f"# {dataset}", "",
              "Mean ± standard deviation over seeds (n = seeds). Each header gives the better "
              "direction (↓ lower, ↑ higher, →0.95 nearest 0.95) and the unit. "

@@ -47,6 +47,7 @@ class RunConfig:
     out: Path = Path("results")
     weights: str | None = None  # a local checkpoint for a pretrained backbone
     threads: int = DEFAULT_THREADS  # torch's intra-op threads for this run
+    recalibrate: str | None = None  # post-hoc recalibration on val (uqbench.recalibration)
 
 
 #: Backbones that start from pretrained weights (and take ``--weights``).
@@ -126,6 +127,12 @@ def _prepare(cfg: RunConfig):
         raise UQBenchError(f"--train-size must be a positive integer; got {cfg.train_size}")
     if isinstance(cfg.threads, bool) or not isinstance(cfg.threads, int) or cfg.threads < 1:
         raise UQBenchError(f"--threads must be a positive integer; got {cfg.threads!r}")
+    if cfg.recalibrate is not None:
+        from uqbench.recalibration import METHODS
+
+        if cfg.recalibrate not in METHODS:
+            raise UQBenchError(f"--recalibrate must be one of {', '.join(METHODS)}; got "
+                               f"{cfg.recalibrate!r}")
     if cfg.n_samples is not None and cfg.n_samples < 1:
         raise UQBenchError(f"--n-samples must be a positive integer; got {cfg.n_samples}")
     runner_set = {"seed": "--seed", "device": "--device"}
@@ -199,6 +206,8 @@ def identity(cfg: RunConfig, method, data_kwargs: dict) -> tuple[str, dict]:
               "seed": cfg.seed, "quick": cfg.quick,
               "n_samples": cfg.n_samples if "n_samples" in params else None,
               "threads": cfg.threads}
+    if cfg.recalibrate:  # only when set: earlier records keep their ids
+        config["recalibrate"] = cfg.recalibrate
     return run_id(config), config
 
 
@@ -267,9 +276,39 @@ def _run(cfg: RunConfig, method, data_kwargs: dict, log) -> tuple[Path, dict]:
         note("predicted %s (%d structures) in %.1f s", split, len(dataset.splits[split]),
              predict_s[split])
 
+    facts = {"name": name, "dataset": dataset, "data_s": data_s, "fit_s": fit_s,
+             "predict_s": predict_s, "train_size": train_size}
+    if not cfg.recalibrate:
+        return _write_record(cfg, method, rid, config, predictions, facts)
+    # The same fit gives two records: the raw one (the configuration without
+    # recalibration, so a plain run of it is not repeated) and the recalibrated one.
+    from dataclasses import replace as replaced
+
+    from uqbench import recalibration
+
+    raw_cfg = replaced(cfg, recalibrate=None)
+    raw_rid, raw_config = identity(raw_cfg, method, data_kwargs)
+    if cfg.train_size is None:
+        raw_rid = f"n{train_size}-{raw_rid.split('-', 1)[1]}"
+    _write_record(raw_cfg, method, raw_rid, raw_config, predictions, facts)
+    val = dataset.splits.get("val")
+    val_pred = method.predict_distribution(val, cfg.n_samples) if val else None
+    factors = recalibration.fit(cfg.recalibrate, val_pred, val)
+    note("recalibration (%s) on val: std factors %s", cfg.recalibrate,
+         ", ".join(f"{k} {v:.3g}" for k, v in factors.items()))
+    adjusted = {s: recalibration.apply(p, factors) for s, p in predictions.items()}
+    extra = {"recalibration": {"method": cfg.recalibrate, "factors": factors,
+                               "fitted_on": "val", "raw_record": raw_rid}}
+    return _write_record(cfg, method, rid, config, adjusted, facts, extra)
+
+
+def _write_record(cfg: RunConfig, method, rid: str, config: dict, predictions: dict,
+                  facts: dict, extra: dict | None = None) -> tuple[Path, dict]:
+    """Score ``predictions`` and write the run's record."""
     from uqbench import collapse
     from uqbench.scoring import group_scores, score, tail_summary
 
+    dataset, name, predict_s = facts["dataset"], facts["name"], facts["predict_s"]
     specs = _metric_specs()
     errors: dict[str, str] = {}
     metrics, curves = score(predictions, dataset.splits, specs, errors=errors)
@@ -288,13 +327,13 @@ def _run(cfg: RunConfig, method, data_kwargs: dict, log) -> tuple[Path, dict]:
                     "sizes": dataset.sizes(), "labels": {
                         split: label_counts(frames) for split, frames in dataset.splits.items()}},
         "config": config,
-        "train_size": train_size,
+        "train_size": facts["train_size"],
         "seed": cfg.seed,
         "quick": cfg.quick,
         "device": str(getattr(method, "device_", cfg.device)),
         "n_parameters": method.n_parameters,
         "n_samples": next(iter(predictions.values())).n_samples,
-        "timings": {"data_s": data_s, "fit_s": fit_s, "predict_s": predict_s,
+        "timings": {"data_s": facts["data_s"], "fit_s": facts["fit_s"], "predict_s": predict_s,
                     "predict_s_per_structure": sum(predict_s.values()) / max(n_predicted, 1)},
         "budget": getattr(method, "budget_", None),
         "metrics": metrics,
@@ -309,6 +348,7 @@ def _run(cfg: RunConfig, method, data_kwargs: dict, log) -> tuple[Path, dict]:
         "threads": cfg.threads,
         "commit": prov["commit"],
         "dirty": prov["dirty"],
+        **(extra or {}),
     }
     path = record_path(cfg.out, name, cfg.method, rid)
     write_json_atomic(path, record)

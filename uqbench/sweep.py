@@ -7,6 +7,7 @@ A sweep file (YAML) names the grid and hyperparameter rules applied in order:
     train_sizes: [100, 1000]
     seeds: [0, 1, 2]
     threads: 1                    # optional: torch threads per run (recorded)
+    recalibrate: scalar           # optional: also write each run recalibrated on val
     dataset_options:              # optional: loader options per dataset (checked)
       nbody: {test_size: 500}
     params:                       # optional; later rules win
@@ -52,7 +53,7 @@ from uqbench.runner import DEFAULT_THREADS, RunConfig, planned_path, run
 
 GRID_KEYS = ("methods", "datasets", "train_sizes", "seeds")
 OPTIONAL_KEYS = ("params", "quick", "n_samples", "device", "threads", "cluster", "profiles",
-                 "dataset_options")
+                 "dataset_options", "recalibrate")
 
 
 def load_sweep(path: Path, profile: str | None = None) -> dict[str, Any]:
@@ -160,6 +161,7 @@ def expand(spec: dict[str, Any], out: Path) -> list[RunConfig]:
                                  device=spec.get("device", "auto"),
                                  n_samples=spec.get("n_samples"),
                                  quick=bool(spec.get("quick", False)), params=params, out=out,
+                                 recalibrate=spec.get("recalibrate"),
                                  dataset_options=dict(
                                      (spec.get("dataset_options") or {}).get(dataset) or {}),
                                  threads=spec.get("threads", DEFAULT_THREADS)))

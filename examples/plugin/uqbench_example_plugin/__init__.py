@@ -9,7 +9,9 @@
   (Gneiting & Raftery 2007), lower is better, in the target's unit.
 
 Install with ``pip install -e examples/plugin``; then ``uqbench methods``, ``uqbench
-datasets`` and ``uqbench metrics`` list them.
+datasets`` and ``uqbench metrics`` list them. Importing this module imports no torch (the
+method's class is in `uqbench_example_plugin.method`, which its card names), so listing
+stays fast.
 """
 
 from __future__ import annotations
@@ -21,41 +23,11 @@ from ase.build import bulk
 from ase.calculators.lj import LennardJones
 from scipy.stats import norm
 
-from uqbench import Dataset, TorchUQMethod, energy_and_forces
+from uqbench import Dataset
 from uqbench.cards import card_factory
 from uqbench.metrics import MetricSpec
 
-# -- a parametric method ----------------------------------------------------------------------
-
-
-class ResidualGaussian(TorchUQMethod):
-    """The deterministic backbone with one Gaussian width per target from its residuals."""
-
-    parametric = True
-
-    def __init__(self, min_std: float = 1e-6, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.min_std = min_std
-
-    def fit(self, train_set, val=None):
-        super().fit(train_set, val)  # the backbone, trained with the MSE loss
-        e_sq, f_sq, n_e, n_f = 0.0, 0.0, 0, 0
-        for batch in self.batches(val or train_set):
-            e, f = (x.detach() for x in energy_and_forces(self.models_[0], batch)[:2])
-            e_err = (e - batch.energy) / batch.n_atoms
-            f_err = f - batch.forces
-            e_err, f_err = e_err[e_err.isfinite()], f_err[f_err.isfinite()]  # labels present
-            e_sq, n_e = e_sq + float((e_err**2).sum()), n_e + e_err.numel()
-            f_sq, n_f = f_sq + float((f_err**2).sum()), n_f + f_err.numel()
-        self.energy_std_ = max((e_sq / max(n_e, 1)) ** 0.5, self.min_std)
-        self.forces_std_ = max((f_sq / max(n_f, 1)) ** 0.5, self.min_std)
-        return self
-
-    def predict_gaussian(self, batch):
-        e, f = energy_and_forces(self.models_[0], batch)[:2]
-        n = batch.n_atoms.to(e.dtype)
-        return (e, self.energy_std_ * n, f, f.new_full(f.shape, self.forces_std_))
-
+# -- a parametric method (its class lives in .method, imported only when a run builds it) --
 
 residual_gaussian_egnn = card_factory(Path(__file__).parent / "residual-gaussian-egnn.yaml")
 
