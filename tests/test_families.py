@@ -125,3 +125,31 @@ def test_recalibrated_run_writes_raw_and_recalibrated_records(tmp_path, capsys):
 
     table = wide(tidy(load_records(out)[0]))
     assert len(set(table["label"])) == 2  # a raw and a recalibrated row
+
+
+def test_shallow_ensemble_heads_are_potentials_and_its_loss_is_the_nll(tiny_nbody):
+    method = uqbench.create_method("shallow-ensemble-egnn", n_heads=4, **SMALL,
+                                   dtype="float64")
+    method.fit(tiny_nbody.splits["train"][:24], tiny_nbody.splits["val"][:8])
+    model = method.models_[0].eval()
+    batch = next(method.batches(tiny_nbody.splits["test"][:2]))
+    e, f = model.energies_and_forces(batch)
+    assert e.shape == (4, 2) and f.shape == (4, batch.positions.shape[0], 3)
+    assert e.std(0).min() > 0  # the heads differ
+    # head 2's forces are minus the gradient of head 2's energy (finite differences)
+    eps, atom, axis = 1e-5, 1, 0
+    shifted = batch.positions.clone()
+    shifted[atom, axis] += eps
+    up = model.head_energies(batch, shifted)[2].sum()
+    shifted[atom, axis] -= 2 * eps
+    down = model.head_energies(batch, shifted)[2].sum()
+    assert float((down - up).detach()) / (2 * eps) == pytest.approx(float(f[2, atom, axis]),
+                                                             rel=1e-5, abs=1e-8)
+    scale, n = model.energy_scale, batch.n_atoms.double()
+    ep, fp = e / n / scale, f / scale
+    ev, fv = ep.var(0, unbiased=False) + 1e-6, fp.var(0, unbiased=False) + 1e-6
+    expected = (gaussian_nll(ep.mean(0) - batch.energy / n / scale, ev).mean()
+                + gaussian_nll(fp.mean(0) - batch.forces / scale, fv).mean())
+    torch.testing.assert_close(method.nll_loss(model, batch).detach(), expected.detach())
+    pred = method.predict_distribution(tiny_nbody.splits["test"])
+    assert pred.energy_samples.shape[0] == 4

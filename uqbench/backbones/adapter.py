@@ -103,6 +103,11 @@ class BackboneAdapter:
         method's extra head). Backbones that expose them override this."""
         raise NotImplementedError(f"backbone {self.name!r} exposes no node features")
 
+    def readout(self, model: nn.Module) -> nn.Module:
+        """The module mapping `node_features` to each atom's (normalised) energy, so that
+        atom energy = energy_scale x readout(h) + energy_shift (for readout ensembles)."""
+        raise NotImplementedError(f"backbone {self.name!r} exposes no readout")
+
     def dropout_layers(self, model: nn.Module) -> list[nn.Dropout]:
         return [m for m in model.modules() if isinstance(m, nn.Dropout)]
 
@@ -147,6 +152,9 @@ class EGNNAdapter(BackboneAdapter):
 
     def node_features(self, model: nn.Module, batch) -> torch.Tensor:
         return model.node_states(batch)
+
+    def readout(self, model: nn.Module) -> nn.Module:
+        return model.readout
 
     def norm_sites(self, model: nn.Module) -> list[Site]:
         sites = []
