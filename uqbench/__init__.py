@@ -13,10 +13,12 @@ from uqbench.prediction import Prediction
 from uqbench.registry import create_method, load_dataset
 
 __version__ = "0.1.0"
-__all__ = ["Dataset", "GraphBatch", "Prediction", "TorchUQMethod", "UQBenchError",
+__all__ = ["BackboneWrapper", "Dataset", "GraphBatch", "Prediction", "TorchUQMethod",
+           "UQBenchError",
            "UQCalculator", "UQMethod", "create_method", "energy_and_forces", "load_dataset"]
 
 _LAZY = {"TorchUQMethod": "uqbench.strategies.base",
+         "BackboneWrapper": "uqbench.backbones.adapter",
          "energy_and_forces": "uqbench.backbones.adapter",
          "GraphBatch": "uqbench.backbones.graph"}
 

@@ -31,6 +31,24 @@ class Site:
         self.parent._modules[self.name] = module
 
 
+class BackboneWrapper(nn.Module):
+    """A module around a backbone (``self.backbone``) that meets the wrapper contract: it
+    exposes the backbone's ``energy_scale`` and ``energy_shift`` (the loss unit and offset)
+    and ``direct_forces``. Strategies' modules (and plugins') derive from it."""
+
+    @property
+    def energy_scale(self) -> torch.Tensor:
+        return self.backbone.energy_scale
+
+    @property
+    def energy_shift(self) -> torch.Tensor:
+        return self.backbone.energy_shift
+
+    @property
+    def direct_forces(self) -> bool:
+        return getattr(self.backbone, "direct_forces", False)
+
+
 class BackboneAdapter:
     """What strategies need from a backbone; one subclass per backbone.
 

@@ -49,7 +49,7 @@ class TorchUQMethod(UQMethod):
     The wrapper contract: a module passed to `train_stage` or kept in ``models_`` maps a
     `GraphBatch` to the energy of each structure (eV); it exposes the backbone's
     ``energy_scale`` and ``energy_shift`` buffers (the loss unit and offset) and, for a
-    backbone with a direct force head, ``direct_forces = True``.
+    backbone with a direct force head, ``direct_forces = True`` (`BackboneWrapper` does).
 
     Budget: ``max_epochs`` passes over the training set or, when ``max_steps`` is set,
     ``max_steps`` optimiser steps per model over all of its training stages (the study
@@ -250,6 +250,16 @@ class TorchUQMethod(UQMethod):
                 "steps": sum(h["steps"] for h in stages.values()),
                 "train_loss": stages[last]["train_loss"],
                 "val_loss": stages[last]["val_loss"]}
+
+    def split_budget(self, fraction: float) -> tuple[int, int | None, int, int | None]:
+        """(epochs, steps) of a first stage given ``fraction`` of the budget and of the
+        second stage given the rest: with ``max_steps``, the steps decide (each stage may
+        run up to ``max_epochs``); else ``max_epochs`` is split."""
+        if self.max_steps is not None:
+            first = self._stage_steps(fraction)
+            return self.max_epochs, first, self.max_epochs, self.max_steps - first
+        first_epochs = int(round(fraction * self.max_epochs))
+        return first_epochs, None, self.max_epochs - first_epochs, None
 
     def _stage_steps(self, fraction: float) -> int | None:
         """A stage's share of ``max_steps`` (None when the budget is in epochs)."""

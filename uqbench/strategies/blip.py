@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from uqbench.backbones.adapter import BackboneAdapter, energy_and_forces
+from uqbench.backbones.adapter import BackboneAdapter, BackboneWrapper, energy_and_forces
 from uqbench.backbones.graph import at_energy_labels, at_force_labels, mean_or_zero
 from uqbench.params import Interval, Options
 from uqbench.strategies.base import TorchUQMethod
@@ -92,7 +92,7 @@ class VariationalLinear(nn.Module):
         return mean + std * torch.randn_like(mean)
 
 
-class BLIPModel(nn.Module):
+class BLIPModel(BackboneWrapper):
     """Backbone + inference networks; forward(stochastic=True) draws one posterior sample
     per row and stores the KL of the rows it saw in ``last_kl``."""
 
@@ -135,14 +135,6 @@ class BLIPModel(nn.Module):
         nn.init.zeros_(net[2].weight)  # start from a constant, small noise everywhere
         nn.init.constant_(net[2].bias, init)
         return net
-
-    @property
-    def energy_scale(self) -> torch.Tensor:
-        return self.backbone.energy_scale
-
-    @property
-    def direct_forces(self) -> bool:
-        return getattr(self.backbone, "direct_forces", False)
 
     def forward(self, batch, stochastic: bool = True, **backbone_kwargs):
         if not stochastic:
@@ -213,14 +205,8 @@ class BLIP(TorchUQMethod):
         backbone = self.new_backbone(train_items)
         stages = {}
         steps_per_epoch = math.ceil(len(train_items) / self.batch_size)
-        if self.max_steps is not None:
-            warm_steps = self._stage_steps(self.warm_start_fraction)
-            vi_steps, vi_epochs = self.max_steps - warm_steps, self.max_epochs
-            warm_epochs = self.max_epochs
-        else:
-            warm_epochs = int(round(self.warm_start_fraction * self.max_epochs))
-            warm_steps = None
-            vi_epochs, vi_steps = self.max_epochs - warm_epochs, None
+        warm_epochs, warm_steps, vi_epochs, vi_steps = self.split_budget(
+            self.warm_start_fraction)
         if self.warm_start_fraction > 0:
             stages["warm_start"] = self.train_stage(backbone, train_items, val_items, self.loss,
                                                warm_epochs, self.lr, member, "warm start",

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from uqbench.backbones.adapter import energy_and_forces
+from uqbench.backbones.adapter import BackboneWrapper, energy_and_forces
 from uqbench.backbones.graph import at_energy_labels, at_force_labels, mean_or_zero
 from uqbench.params import Interval
 from uqbench.strategies.base import TorchUQMethod
@@ -36,7 +36,7 @@ def gaussian_nll(err: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
     return 0.5 * torch.log(var) + 0.5 * err**2 / var
 
 
-class VarianceHeads(nn.Module):
+class VarianceHeads(BackboneWrapper):
     """A backbone with two variance heads on its final atom states (see the module doc)."""
 
     def __init__(self, backbone: nn.Module, features, width: int) -> None:
@@ -45,18 +45,6 @@ class VarianceHeads(nn.Module):
         self._features = features  # (model, batch) -> [n_atoms, F]: the adapter's hook
         self.energy_head = nn.Sequential(nn.LazyLinear(width), nn.SiLU(), nn.LazyLinear(1))
         self.force_head = nn.Sequential(nn.LazyLinear(width), nn.SiLU(), nn.LazyLinear(1))
-
-    @property
-    def energy_scale(self) -> torch.Tensor:
-        return self.backbone.energy_scale
-
-    @property
-    def energy_shift(self) -> torch.Tensor:
-        return self.backbone.energy_shift
-
-    @property
-    def direct_forces(self) -> bool:
-        return getattr(self.backbone, "direct_forces", False)
 
     def forward(self, batch, **kwargs) -> torch.Tensor:
         return self.backbone(batch, **kwargs)
@@ -97,13 +85,8 @@ class MeanVariance(TorchUQMethod):
         budget (steps, else epochs) split by ``warm_start_fraction`` as BLIP's is."""
         backbone = self.new_backbone(train_items, member)
         stages = {}
-        if self.max_steps is not None:
-            warm_steps = self._stage_steps(self.warm_start_fraction)
-            nll_steps, warm_epochs = self.max_steps - warm_steps, self.max_epochs
-            nll_epochs = self.max_epochs
-        else:
-            warm_epochs = int(round(self.warm_start_fraction * self.max_epochs))
-            nll_epochs, warm_steps, nll_steps = self.max_epochs - warm_epochs, None, None
+        warm_epochs, warm_steps, nll_epochs, nll_steps = self.split_budget(
+            self.warm_start_fraction)
         if self.warm_start_fraction > 0:
             stages["warm_start"] = self.train_stage(
                 backbone, train_items, val_items, self.loss, warm_epochs, self.lr, member,

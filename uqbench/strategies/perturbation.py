@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from uqbench.backbones.adapter import BackboneAdapter, energy_and_forces
+from uqbench.backbones.adapter import BackboneAdapter, BackboneWrapper, energy_and_forces
 from uqbench.backbones.graph import at_energy_labels, at_force_labels, mean_or_zero
 from uqbench.params import Interval, Optional, Options
 from uqbench.strategies.base import TorchUQMethod
@@ -62,7 +62,7 @@ class ConditionalLayerNorm(nn.Module):
         return out * (1.0 + gamma[rows]) + beta[rows]
 
 
-class PerturbedModel(nn.Module):
+class PerturbedModel(BackboneWrapper):
     """A backbone whose normalisation layers are conditioned on per-structure noise."""
 
     def __init__(self, backbone: nn.Module, adapter: BackboneAdapter, noise_dim: int,
@@ -80,14 +80,6 @@ class PerturbedModel(nn.Module):
         """The maps from noise to scale and shift (gamma, beta) of every conditioned layer."""
         return [p for m in self.modules() if isinstance(m, ConditionalLayerNorm)
                 for p in (*m.gamma.parameters(), *m.beta.parameters())]
-
-    @property
-    def energy_scale(self) -> torch.Tensor:
-        return self.backbone.energy_scale
-
-    @property
-    def direct_forces(self) -> bool:
-        return getattr(self.backbone, "direct_forces", False)
 
     def forward(self, batch, z: torch.Tensor | None = None, **backbone_kwargs):
         """Energies for noise ``z`` [n_structures, noise_dim]; z = None is the deterministic

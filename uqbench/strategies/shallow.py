@@ -17,13 +17,14 @@ import copy
 import torch
 from torch import nn
 
+from uqbench.backbones.adapter import BackboneWrapper
 from uqbench.backbones.graph import at_energy_labels, at_force_labels, mean_or_zero
 from uqbench.params import Interval
 from uqbench.strategies.base import TorchUQMethod
 from uqbench.strategies.mve import VARIANCE_FLOOR, gaussian_nll
 
 
-class ShallowHeads(nn.Module):
+class ShallowHeads(BackboneWrapper):
     """A backbone with K copies of its readout on its final atom states."""
 
     def __init__(self, backbone: nn.Module, adapter, n_heads: int, noise: float) -> None:
@@ -37,14 +38,6 @@ class ShallowHeads(nn.Module):
                 last = [m for m in head.modules() if isinstance(m, nn.Linear)][-1]
                 rms = last.weight.pow(2).mean().sqrt().clamp_min(1e-3)
                 last.weight.add_(noise * rms * torch.randn_like(last.weight))
-
-    @property
-    def energy_scale(self) -> torch.Tensor:
-        return self.backbone.energy_scale
-
-    @property
-    def energy_shift(self) -> torch.Tensor:
-        return self.backbone.energy_shift
 
     def head_energies(self, batch, positions: torch.Tensor | None = None) -> torch.Tensor:
         """Energies of every head [K, n_structures] (eV)."""
@@ -101,13 +94,8 @@ class ShallowEnsemble(TorchUQMethod):
 
     def fit_member(self, member, train_items, val_items):
         backbone = self.new_backbone(train_items, member)
-        if self.max_steps is not None:
-            warm_steps = self._stage_steps(self.warm_start_fraction)
-            nll_steps, warm_epochs, nll_epochs = (self.max_steps - warm_steps,
-                                                  self.max_epochs, self.max_epochs)
-        else:
-            warm_epochs = int(round(self.warm_start_fraction * self.max_epochs))
-            nll_epochs, warm_steps, nll_steps = self.max_epochs - warm_epochs, None, None
+        warm_epochs, warm_steps, nll_epochs, nll_steps = self.split_budget(
+            self.warm_start_fraction)
         stages = {"warm_start": self.train_stage(
             backbone, train_items, val_items, self.loss, warm_epochs, self.lr, member,
             "warm start", max_steps=warm_steps)}
