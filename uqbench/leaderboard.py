@@ -174,11 +174,18 @@ ROW_KEYS = ["method", "label", "config", "train_size", "quick"]
 
 
 def _with_configs(frame: pd.DataFrame) -> pd.DataFrame:
-    """A frame made by hand (without configuration columns) is one configuration per
-    method."""
-    if "label" in frame:
-        return frame
-    return frame.assign(label=frame["method"], config="", variant="")
+    """A frame made by hand may lack the derived columns: one configuration per method,
+    and each metric's direction and unit from its spec."""
+    if "label" not in frame:
+        frame = frame.assign(label=frame["method"], config="", variant="")
+    if "direction" not in frame or "unit" not in frame:
+        info = metric_info()
+        frame = frame.assign(
+            direction=[(info.get(m) or {}).get("direction", "count") for m in frame["metric"]],
+            unit=[_UNITS.get(t, "") if (info.get(m) or {}).get("unit") == "target"
+                  else (info.get(m) or {}).get("unit", "")
+                  for m, t in zip(frame["metric"], frame["target"], strict=True)])
+    return frame
 
 
 def wide(frame: pd.DataFrame) -> pd.DataFrame:
