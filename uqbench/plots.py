@@ -103,6 +103,8 @@ def metric_vs_train_size(frame: pd.DataFrame, metric: str, split: str, target: s
         label += f" ({units[0]})"
     ax.set_ylabel(label)
     ax.set_xlabel("training structures")
+    if ax.get_legend() is not None:
+        ax.get_legend().set_title("method")
     ax.set_title(f"{target} — {split}")
     return ax
 
@@ -310,6 +312,8 @@ def metric_by_split(frame: pd.DataFrame, metric: str, target: str,
     ax.set_ylabel(_label(metric))
     ax.set_xlabel("")
     ax.set_title(target)
+    if ax.get_legend() is not None:
+        ax.get_legend().set_title("method")
     return ax
 
 
