@@ -76,8 +76,9 @@ def cli() -> None:
               help="A local checkpoint for a pretrained backbone (orb, chgnet), used "
                    "instead of downloaded or packaged weights.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="torch threads for this run (default 1: fastest for the small models "
-                   "here; recorded, since the count changes the numbers slightly).")
+              help="torch threads for this run (default 1: safe when runs share cores; a "
+                   "lone CHGNet/Orb run is faster with all cores, see benchmarks/threads.json;"
+                   " recorded, since the count changes the numbers slightly).")
 @click.option("--recalibrate", type=click.Choice(["scalar"]), default=None,
               help="Also recalibrate the predicted spread on the val split (scalar: one std "
                    "factor per target, the NLL minimiser) and write a second record with "
