@@ -290,7 +290,9 @@ def dataset_page(dataset: str, records: list[dict], frame: pd.DataFrame, figures
         f"{', '.join(f'<code>{c}</code>' for c in commits)}. Mean ± standard deviation "
         "over seeds. A row marked COLLAPSED holds seeds whose mean did not beat the constant "
         "predictor (the collapse gate): kept for the record, never ranked. NaN marks seeds "
-        "whose predictions were not finite. Click a header to sort; choose values to "
+        "where a metric is undefined (Spearman of a deterministic model, whose std is zero) "
+        "or whose predictions were not finite (n_nonfinite in the CSV). Click a header to "
+        "sort; choose values to "
         f'filter. Tables also as <a href="{_e(dataset)}.csv">CSV</a> and '
         f'<a href="{_e(dataset)}.md">Markdown</a>.</p>'
         f"<h2>Results</h2>{results}<h2>Figures</h2>{figs or '<p>none</p>'}"
