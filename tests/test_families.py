@@ -153,3 +153,19 @@ def test_shallow_ensemble_heads_are_potentials_and_its_loss_is_the_nll(tiny_nbod
     torch.testing.assert_close(method.nll_loss(model, batch).detach(), expected.detach())
     pred = method.predict_distribution(tiny_nbody.splits["test"])
     assert pred.energy_samples.shape[0] == 4
+
+
+def test_recalibration_without_val_is_one_line_before_fitting(tmp_path, capsys):
+    import ase.io
+
+    rng = np.random.default_rng(3)
+    frames = _structures(12, rng)
+    for k, a in enumerate(frames):
+        a.info["part"] = "train" if k < 8 else "test"
+    ase.io.write(tmp_path / "d.xyz", frames, format="extxyz")
+    out = tmp_path / "out"
+    code = main(["run", "-m", "egnn", "-d", str(tmp_path / "d.xyz"), "--split-key", "part",
+                 "--recalibrate", "scalar", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "needs a validation split" in err[0], err
+    assert not out.exists()

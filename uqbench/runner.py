@@ -253,6 +253,8 @@ def _run(cfg: RunConfig, method, data_kwargs: dict, log) -> tuple[Path, dict]:
     with quiet() if registry.is_file_dataset(cfg.dataset) else nullcontext():
         dataset = registry.dataset_loader(cfg.dataset)(**data_kwargs)
     data_s = time.perf_counter() - t0
+    if cfg.recalibrate and not dataset.splits.get("val"):  # before the fit, not after
+        raise UQBenchError(f"--recalibrate needs a validation split; {name} has none")
     note("run: %s on %s, seed %d, %d thread(s), configuration %s", cfg.method, name,
          cfg.seed, cfg.threads, rid.rsplit("-", 1)[1])
     train_size = len(dataset.splits["train"])
