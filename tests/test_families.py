@@ -169,3 +169,188 @@ def test_recalibration_without_val_is_one_line_before_fitting(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "needs a validation split" in err[0], err
     assert not out.exists()
+
+
+def test_nig_nll_is_the_student_t_it_implies():
+    from scipy.stats import t as student_t
+
+    from uqbench.strategies.evidential import nig_moments, nig_nll
+
+    rng = np.random.default_rng(1)
+    err = rng.normal(size=60)
+    nu, alpha, beta = (rng.uniform(0.05, 5, 60), rng.uniform(1.05, 6, 60),
+                       rng.uniform(0.05, 3, 60))
+    ours = nig_nll(*(torch.tensor(x) for x in (err, nu, alpha, beta))).numpy()
+    scale = np.sqrt(beta * (1 + nu) / (nu * alpha))
+    np.testing.assert_allclose(ours, -student_t.logpdf(err, 2 * alpha, scale=scale), rtol=1e-10)
+    std, epistemic, df = (x.numpy() for x in nig_moments(
+        *(torch.tensor(x) for x in (nu, alpha, beta))))
+    np.testing.assert_allclose(std, student_t.std(2 * alpha, scale=scale), rtol=1e-10)
+    np.testing.assert_allclose(epistemic**2, beta / (nu * (alpha - 1)), rtol=1e-10)
+    np.testing.assert_allclose(df, 2 * alpha)
+
+
+def test_evidential_loss_equals_its_definition_and_predicts_a_student_t(tiny_nbody):
+    from uqbench.backbones.adapter import energy_and_forces
+    from uqbench.metrics.functions import crps_student_t
+    from uqbench.scoring import targets
+    from uqbench.strategies.evidential import nig_nll
+
+    method = uqbench.create_method("evidential-egnn", **SMALL, dtype="float64",
+                                   evidential_weight=0.1)
+    method.fit(tiny_nbody.splits["train"][:24], tiny_nbody.splits["val"][:8])
+    model = method.models_[0]
+    batch = next(method.batches(tiny_nbody.splits["test"][:6]))
+    e, f = energy_and_forces(model, batch)[:2]
+    (nu_e, a_e, b_e), (nu_f, a_f, b_f) = model.evidence(batch)
+    scale, n = model.energy_scale, batch.n_atoms.double()
+    e_err = (e - batch.energy) / n / scale
+    f_err = (f - batch.forces) / scale
+    def per(x):
+        return x[:, None].expand_as(f)
+
+    expected = ((nig_nll(e_err, nu_e, a_e, b_e) + 0.1 * e_err.abs() * (2 * nu_e + a_e)).mean()
+                + method.force_weight * (nig_nll(f_err, per(nu_f), per(a_f), per(b_f))
+                                         + 0.1 * f_err.abs() * (2 * per(nu_f) + per(a_f))
+                                         ).mean())
+    model.eval()
+    torch.testing.assert_close(method.evidential_loss(model, batch).detach(),
+                               expected.detach())
+    test = tiny_nbody.splits["test"]
+    pred = method.predict_distribution(test)
+    assert pred.energy_samples is None and (pred.energy_df > 2).all()
+    assert (pred.forces_df > 2).all() and pred.forces_df.shape == pred.forces_std.shape
+    assert (pred.energy_epistemic_std <= pred.energy_std).all()
+    assert (pred.energy_epistemic_std > 0).all()
+    # the scorer scores it as the Student-t
+    t = targets(pred, test)["energy"]
+    np.testing.assert_allclose(t.df, pred.energy_df)
+    crps = crps_student_t(t.y_true, t.y_pred, t.y_std, t.df)
+    from uqbench.metrics.table import CRPS
+
+    assert CRPS.compute(t) == pytest.approx(crps)
+    assert [s for h in method.history_ for s in h["stages"]] == ["warm_start", "evidential"]
+    assert method.budget_["steps_per_model"] == [12]
+
+
+def test_evidential_run_records_student_t_scores_and_variance_parts(tmp_path):
+    out = tmp_path / "res"
+    code = main(["run", "--method", "evidential-egnn", "--dataset", "nbody", "--quick",
+                 "--out", str(out), "-p", "max_epochs=2"])
+    assert code == 0
+    (path,) = out.rglob("*.json")
+    record = json.loads(path.read_text())
+    parts = record["variance_parts"]
+    for split in ("test", "ood-n", "ood-close"):
+        for target in ("energy", "forces"):
+            part = parts[split][target]
+            assert 0 < part["epistemic_fraction"] <= 1
+            assert np.isfinite(part["spearman_epistemic"])
+    assert "ood_auroc_epistemic" in parts["ood-n"]["energy"]
+    assert "ood_auroc_epistemic" not in parts["test"]["energy"]
+    assert np.isfinite(record["metrics"]["test"]["energy"]["nll"])
+
+
+def test_recalibrating_a_student_t_keeps_its_df_and_minimises_its_nll():
+    from uqbench.metrics.functions import nll_student_t
+
+    rng = np.random.default_rng(3)
+    structures = _structures(300, rng)
+    base = _overconfident(structures, rng)
+    df_e, df_f = np.full(len(structures), 4.0), np.full(base.forces_std.shape, 4.0)
+    pred = Prediction(n_atoms=base.n_atoms, energy_mean=base.energy_mean,
+                      energy_std=base.energy_std, forces_mean=base.forces_mean,
+                      forces_std=base.forces_std, energy_df=df_e, forces_df=df_f,
+                      energy_epistemic_std=0.5 * base.energy_std,
+                      forces_epistemic_std=0.5 * base.forces_std)
+    factors = scalar_factors(pred, structures)
+    fixed = apply(pred, factors)
+    np.testing.assert_array_equal(fixed.energy_df, df_e)
+    np.testing.assert_allclose(fixed.energy_epistemic_std, 0.5 * fixed.energy_std)
+    from uqbench.scoring import targets
+
+    t = targets(pred, structures)["energy"]
+    nll = [nll_student_t(t.y_true, t.y_pred, s * t.y_std, t.df)
+           for s in factors["energy"] * np.array([0.9, 1.0, 1.1])]
+    assert nll[1] < nll[0] and nll[1] < nll[2]
+
+
+def _dimers(distances, rng=None) -> list[Atoms]:
+    """Two-atom structures labelled by a Morse potential (D = 1 eV, a = 2/Å, r0 = 1 Å)."""
+    out = []
+    for r in distances:
+        a = Atoms("H2", positions=[[0, 0, 0], [r, 0, 0]])
+        x = np.exp(-2.0 * (r - 1.0))
+        a.info["energy"] = float((1 - x) ** 2 - 1)
+        f = -2.0 * (1 - x) * 2.0 * x  # -dE/dr on the second atom
+        a.arrays["forces"] = np.array([[-f, 0, 0], [f, 0, 0]], dtype=float)
+        out.append(a)
+    return out
+
+
+LLPR_SMALL = {"backbone_options": {"hidden": 16, "n_layers": 2}, "max_steps": 150,
+              "batch_size": 16, "device": "cpu", "dtype": "float64", "lr": 3e-3}
+
+
+def test_llpr_variance_grows_away_from_the_training_data():
+    rng = np.random.default_rng(0)
+    train = _dimers(rng.uniform(0.9, 1.3, 64))
+    val = _dimers(rng.uniform(0.9, 1.3, 16))
+    method = uqbench.create_method("llpr-egnn", **LLPR_SMALL).fit(train, val)
+    inside = method.predict_distribution(_dimers(np.linspace(0.95, 1.25, 7)))
+    outside = method.predict_distribution(_dimers([1.6, 2.2, 3.0]))
+    # energy std per structure: beyond the training interval it is larger than anywhere
+    # inside it, and grows with the distance from it
+    assert outside.energy_std.min() > inside.energy_std.max()
+    assert np.all(np.diff(outside.energy_std) > 0)
+    info = method.fitted_info()["calibration"]
+    assert info["fitted_on"] == "val" and info["alpha2"] > 0
+
+
+def test_llpr_is_the_deterministic_model_with_the_rigidity_variances(tiny_nbody):
+    train, val = tiny_nbody.splits["train"][:24], tiny_nbody.splits["val"][:8]
+    test = tiny_nbody.splits["test"][:6]
+    llpr = uqbench.create_method("llpr-egnn", **SMALL, dtype="float64").fit(train, val)
+    det = uqbench.create_method("egnn", **SMALL, dtype="float64").fit(train, val)
+    pred, ref = llpr.predict_distribution(test), det.predict_distribution(test)
+    np.testing.assert_array_equal(pred.energy_mean, ref.energy_mean)
+    np.testing.assert_array_equal(pred.forces_mean, ref.forces_mean)
+    assert llpr.budget_["steps_per_model"] == det.budget_["steps_per_model"]
+    # the force std of a component is alpha sqrt(g^T M g), g the gradient of the summed
+    # last-layer features with respect to that coordinate: checked against a Jacobian
+    model = llpr.models_[0]
+    batch = next(llpr.batches(test[:1]))
+
+    def summed(pos):
+        return model.features(batch, pos)[0]
+
+    jac = torch.autograd.functional.jacobian(summed, batch.positions.detach())  # [L, n, 3]
+    g = jac.permute(1, 2, 0)
+    var = ((g @ model.inverse) * g).sum(-1) * model.alpha2
+    expected = (model.energy_scale * var.sqrt()).detach().numpy()
+    n_atoms = len(test[0])
+    np.testing.assert_allclose(pred.forces_std[:n_atoms], expected, rtol=1e-8)
+    # the calibration: alpha^2 minimises the validation NLL at the chosen regulariser
+    from uqbench.scoring import targets
+
+    val_pred = llpr.predict_distribution(val)
+    found = targets(val_pred, val)
+
+    def nll(factor):
+        return sum(w * float(np.mean(0.5 * np.log(factor * t.y_std**2)
+                                     + 0.5 * (t.y_true - t.y_pred) ** 2 / (factor * t.y_std**2)))
+                   for w, t in ((1.0, found["energy"]), (llpr.force_weight, found["forces"])))
+
+    assert nll(1.0) < nll(0.8) and nll(1.0) < nll(1.25)
+
+
+def test_llpr_quick_run_records_its_calibration(tmp_path):
+    out = tmp_path / "res"
+    assert main(["run", "--method", "llpr-egnn", "--dataset", "nbody", "--quick",
+                 "--out", str(out), "-p", "max_epochs=2"]) == 0
+    (path,) = out.rglob("*.json")
+    record = json.loads(path.read_text())
+    calibration = record["fitted"]["calibration"]
+    assert calibration["fitted_on"] == "val" and calibration["alpha2"] > 0
+    assert record["variance_parts"] is None and record["n_samples"] is None
+    assert record["metrics"]["test"]["forces"]["sharpness"] > 0

@@ -179,3 +179,32 @@ def test_metric_table_is_complete_and_directions_valid():
         assert spec.direction in {"lower", "higher", "target"}
         assert spec.label and spec.summary
         assert (spec.direction == "target") == (spec.ideal is not None)
+
+
+def test_student_t_crps_and_nll_match_scoringrules_and_scipy():
+    n = 200
+    y, mu = RNG.normal(size=n), RNG.normal(size=n)
+    sd, nu = RNG.uniform(0.1, 2, n), RNG.uniform(2.1, 40, n)
+    scale = sd * np.sqrt((nu - 2) / nu)
+    np.testing.assert_allclose(M.t_scale(sd, nu), scale)
+    np.testing.assert_allclose(M.crps_student_t(y, mu, sd, nu, reduce=False),
+                               sr.crps_t(y, nu, mu, scale, backend="numpy"), atol=1e-9)
+    np.testing.assert_allclose(M.nll_student_t(y, mu, sd, nu, reduce=False),
+                               -stats.t.logpdf(y, nu, mu, scale), atol=1e-9)
+    # the std really is the std: a t with this scale has variance sd^2
+    np.testing.assert_allclose(stats.t.std(nu, scale=scale), sd)
+    # many degrees of freedom: the Gaussian forms
+    np.testing.assert_allclose(M.crps_student_t(y, mu, sd, 1e8), M.crps_gaussian(y, mu, sd),
+                               rtol=1e-6)
+
+
+def test_student_t_intervals_are_the_t_quantiles():
+    n, nu = 200_000, 3.0
+    sd = RNG.uniform(0.5, 2, n)
+    y = stats.t.rvs(nu, scale=sd * np.sqrt((nu - 2) / nu), random_state=RNG)
+    mu = np.zeros(n)
+    # calibrated as a t; the Gaussian intervals of the same std over-cover at 95 %
+    assert abs(M.coverage(y, mu, sd, 0.95, df=np.full(n, nu)) - 0.95) < 0.003
+    assert M.coverage(y, mu, sd, 0.95) > 0.955
+    assert M.miscalibration_area(y, mu, sd, df=np.full(n, nu)) < 0.005
+    assert M.miscalibration_area(y, mu, sd) > 0.02

@@ -13,8 +13,12 @@ class Prediction:
 
     Sample-based methods fill ``energy_samples`` ``[S, n_structures]`` and ``forces_samples``
     ``[S, n_atoms_total, 3]`` (sample axis first; sample ``s`` is one whole potential).
-    Parametric methods give only means and standard deviations. Mean and std are always
-    present: `from_samples` derives them.
+    Parametric methods give only means and standard deviations: a Gaussian per value, or,
+    where ``energy_df``/``forces_df`` (degrees of freedom, > 2, shaped like the stds) are
+    given, a Student-t with that mean, std and df (evidential regression's predictive).
+    ``energy_epistemic_std``/``forces_epistemic_std`` (optional, <= the std) give the
+    epistemic part of the variance where a method separates it.
+    Mean and std are always present: `from_samples` derives them.
     """
 
     n_atoms: np.ndarray
@@ -24,6 +28,10 @@ class Prediction:
     forces_std: np.ndarray
     energy_samples: np.ndarray | None = None
     forces_samples: np.ndarray | None = None
+    energy_df: np.ndarray | None = None
+    forces_df: np.ndarray | None = None
+    energy_epistemic_std: np.ndarray | None = None
+    forces_epistemic_std: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n_struct = len(self.n_atoms)
@@ -41,6 +49,20 @@ class Prediction:
             if np.any(~np.isfinite(std) & np.isfinite(mean)):
                 raise ValueError(f"Prediction.{name}_std is not finite where the mean is "
                                  "(a non-finite prediction must make the mean non-finite too)")
+        for name in ("energy", "forces"):
+            std = getattr(self, f"{name}_std")
+            df = getattr(self, f"{name}_df")
+            if df is not None:
+                _check_shape(f"{name}_df", df, np.shape(std))
+                if np.any(~(np.asarray(df) > 2.0)):
+                    raise ValueError(f"Prediction.{name}_df must be > 2 everywhere (a "
+                                     "Student-t with a finite std)")
+            epistemic = getattr(self, f"{name}_epistemic_std")
+            if epistemic is not None:
+                _check_shape(f"{name}_epistemic_std", epistemic, np.shape(std))
+                # (float32 predictions: allow rounding above the total std)
+                if np.any(epistemic < 0) or np.any(epistemic > std * (1 + 1e-6)):
+                    raise ValueError(f"Prediction.{name}_epistemic_std must lie in [0, std]")
         if self.energy_samples is not None:
             s = self.energy_samples.shape[0]
             _check_shape("energy_samples", self.energy_samples, (s, n_struct))

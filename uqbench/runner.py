@@ -308,7 +308,7 @@ def _write_record(cfg: RunConfig, method, rid: str, config: dict, predictions: d
                   facts: dict, extra: dict | None = None) -> tuple[Path, dict]:
     """Score ``predictions`` and write the run's record."""
     from uqbench import collapse
-    from uqbench.scoring import group_scores, score, tail_summary
+    from uqbench.scoring import group_scores, score, tail_summary, variance_parts
 
     dataset, name, predict_s = facts["dataset"], facts["name"], facts["predict_s"]
     specs = _metric_specs()
@@ -338,6 +338,7 @@ def _write_record(cfg: RunConfig, method, rid: str, config: dict, predictions: d
         "timings": {"data_s": facts["data_s"], "fit_s": facts["fit_s"], "predict_s": predict_s,
                     "predict_s_per_structure": sum(predict_s.values()) / max(n_predicted, 1)},
         "budget": getattr(method, "budget_", None),
+        "fitted": method.fitted_info() if hasattr(method, "fitted_info") else {},
         "metrics": metrics,
         "metric_info": {spec.key: spec_info(spec) for spec in specs},
         "metric_errors": errors,
@@ -345,6 +346,7 @@ def _write_record(cfg: RunConfig, method, rid: str, config: dict, predictions: d
         "collapse": collapse.verdict(metrics, reference),
         "tails": tail_summary(predictions, dataset.splits),
         "groups": group_scores(predictions, dataset.splits),
+        "variance_parts": variance_parts(predictions, dataset.splits),
         "curves": curves,
         "provenance": prov,
         "threads": cfg.threads,

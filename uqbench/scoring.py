@@ -55,8 +55,10 @@ def targets(prediction: Prediction, structures: list[Atoms]) -> dict[str, Target
         e_samples = None
         if prediction.energy_samples is not None:
             e_samples = (prediction.energy_samples / counts[None, :])[:, e_ok]
+        e_df = None if prediction.energy_df is None else prediction.energy_df[e_ok]
         out["energy"] = Target("energy", "eV/atom", e_true, e_pred, e_std, e_samples,
-                               np.abs(e_pred - e_true), e_std, prediction.energy_std)
+                               np.abs(e_pred - e_true), e_std, prediction.energy_std,
+                               df=e_df)
     if a_ok.any():
         f_true = forces(structures)[a_ok]
         f_mean = prediction.forces_mean[a_ok]
@@ -72,7 +74,9 @@ def targets(prediction: Prediction, structures: list[Atoms]) -> dict[str, Target
         out["forces"] = Target("forces", "eV/Å", f_true.ravel(), f_mean.ravel(),
                                f_std.ravel(), f_samples,
                                np.linalg.norm(f_mean - f_true, axis=1),
-                               f_atom_std_all[a_ok], f_struct, vector_size=3)
+                               f_atom_std_all[a_ok], f_struct, vector_size=3,
+                               df=None if prediction.forces_df is None
+                               else prediction.forces_df[a_ok].ravel())
     return out
 
 
@@ -128,7 +132,8 @@ def _score(predictions: dict[str, Prediction], splits: dict[str, list[Atoms]],
                     errors = results.setdefault("_errors", {})
                     errors.setdefault(spec.key, f"{type(exc).__name__}: {exc}".splitlines()[0])
             results[split][tname] = row
-            expected, observed = calibration_curve(t.y_true, t.y_pred, t.y_std, n_levels=21)
+            expected, observed = calibration_curve(t.y_true, t.y_pred, t.y_std, n_levels=21,
+                                                   df=t.df)
             rmv, rmse_b = rmse_rmv_curve(t.y_true, t.y_pred, t.y_std)
             # An evenly strided subsample of (|error|, std) for error-vs-uncertainty plots.
             pick = np.unique(np.linspace(0, t.rank_error.size - 1, ERROR_STD_POINTS).astype(int))
@@ -166,6 +171,51 @@ def tail_summary(predictions: dict[str, Prediction], splits: dict[str, list[Atom
                 "max_distance": float(far.max()) if far.size else None,
                 "fraction_over_10": float(np.mean(ratio > 10)) if ratio.size else None,
             }
+    return out
+
+
+def variance_parts(predictions: dict[str, Prediction], splits: dict[str, list[Atoms]],
+                   id_split: str = "test") -> dict | None:
+    """Where a method separates the epistemic part of its variance (evidential regression),
+    per split x target: the epistemic fraction of the mean predicted variance, Spearman of
+    |error| with the epistemic std alone, and (OOD splits) the ROC-AUC of OOD detection by
+    the epistemic std of the total energy (energy) or the mean per-atom epistemic force
+    std (forces). None for methods that do not separate it."""
+    from uqbench.metrics import functions as F
+
+    if all(p.energy_epistemic_std is None for p in predictions.values()):
+        return None
+    scores: dict = {}
+    out: dict = {}
+    for split, pred in predictions.items():
+        if pred.energy_epistemic_std is None:
+            continue
+        e_ok, a_ok = label_masks(splits[split])
+        counts = pred.n_atoms
+        f_atom = np.sqrt(np.sum(pred.forces_epistemic_std**2, axis=1))
+        f_struct = np.bincount(pred.structure_index, weights=f_atom,
+                               minlength=len(counts)) / counts
+        scores[split] = {"energy": pred.energy_epistemic_std, "forces": f_struct}
+        out[split] = {}
+        for name, t in targets(pred, splits[split]).items():
+            if name == "energy":
+                epi = (pred.energy_epistemic_std / counts)[e_ok]
+                rank_epi = epi
+            else:
+                epi = pred.forces_epistemic_std[a_ok].ravel()
+                rank_epi = f_atom[a_ok]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                fraction = float(np.mean(epi**2) / np.mean(t.y_std**2))
+            out[split][name] = {
+                "epistemic_fraction": fraction,
+                "spearman_epistemic": F.spearman_abs_error_std(
+                    np.zeros_like(t.rank_error), t.rank_error, rank_epi)}
+    for split in out:
+        if split == id_split or id_split not in scores:
+            continue
+        for name in out[split]:
+            out[split][name]["ood_auroc_epistemic"] = F.ood_auroc(
+                scores[id_split][name], scores[split][name])
     return out
 
 
@@ -208,4 +258,4 @@ def _subset(t: Target, rank_mask: np.ndarray, value_mask: np.ndarray) -> Target:
     return Target(t.name, t.unit, t.y_true[value_mask], t.y_pred[value_mask],
                   t.y_std[value_mask], None if t.samples is None else t.samples[:, value_mask],
                   t.rank_error[rank_mask], t.rank_std[rank_mask], t.structure_score,
-                  t.vector_size)
+                  t.vector_size, None if t.df is None else t.df[value_mask])

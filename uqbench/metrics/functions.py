@@ -1,8 +1,11 @@
 """Metric functions: pure NumPy, truth first.
 
 Gaussian metrics take ``(y_true, y_pred, y_std)``; sample metrics ``(y_true, samples)`` with
-the sample axis first. Non-finite inputs are never averaged away: a metric over inputs with
-any NaN or infinity is NaN (the scorer also counts them).
+the sample axis first. Student-t forms take the predictive *std* and the degrees of freedom
+``df`` (> 2, so the std exists): the t's scale is ``std * sqrt((df - 2) / df)``; the
+interval metrics take an optional ``df`` and use the t's quantiles where it is given.
+Non-finite inputs are never averaged away: a metric over inputs with any NaN or infinity
+is NaN (the scorer also counts them).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy import stats
-from scipy.special import ndtr, ndtri
+from scipy.special import betaln, gammaln, ndtr, ndtri
 
 _CHUNK = 4096  # columns per block: keeps the working set in cache (measured in benchmarks/)
 MAX_THREADS: int | None = None  # threads for large CRPS inputs; None = os.cpu_count()
@@ -104,6 +107,52 @@ def nll_gaussian(
     return float(out.mean()) if reduce else out
 
 
+def t_scale(y_std: np.ndarray, df: np.ndarray) -> np.ndarray:
+    """The scale of a Student-t with ``df`` > 2 degrees of freedom and standard deviation
+    ``y_std``: std * sqrt((df - 2) / df)."""
+    return np.asarray(y_std, dtype=np.float64) * np.sqrt((df - 2.0) / df)
+
+
+def crps_student_t(
+    y_true: np.ndarray, y_pred: np.ndarray, y_std: np.ndarray, df: np.ndarray,
+    reduce: bool = True,
+) -> float | np.ndarray:
+    """Closed-form CRPS of a Student-t with location y_pred, std y_std and ``df`` > 2
+    (Jordan, Krueger & Lerch 2019, scoringRules): with scale s and z = (y - mu) / s,
+    s [z (2 F(z) - 1) + 2 f(z) (df + z^2) / (df - 1)
+       - 2 sqrt(df) B(1/2, df - 1/2) / ((df - 1) B(1/2, df/2)^2)]."""
+    y, mu, sigma, nu = _arrays(y_true, y_pred, y_std, np.broadcast_to(df, np.shape(y_true)))
+    s = t_scale(sigma, nu)
+    z = (y - mu) / s
+    cdf, pdf = stats.t.cdf(z, nu), stats.t.pdf(z, nu)
+    const = 2.0 * np.sqrt(nu) * np.exp(betaln(0.5, nu - 0.5) - 2.0 * betaln(0.5, nu / 2.0))
+    out = s * (z * (2.0 * cdf - 1.0) + 2.0 * pdf * (nu + z * z) / (nu - 1.0)
+               - const / (nu - 1.0))
+    return float(out.mean()) if reduce else out
+
+
+def nll_student_t(
+    y_true: np.ndarray, y_pred: np.ndarray, y_std: np.ndarray, df: np.ndarray,
+    reduce: bool = True,
+) -> float | np.ndarray:
+    """Negative log-likelihood (nats) of y_true under a Student-t with location y_pred,
+    std y_std and ``df`` > 2 degrees of freedom."""
+    y, mu, sigma, nu = _arrays(y_true, y_pred, y_std, np.broadcast_to(df, np.shape(y_true)))
+    s = t_scale(sigma, nu)
+    z = (y - mu) / s
+    out = (gammaln(nu / 2.0) - gammaln((nu + 1.0) / 2.0) + 0.5 * np.log(nu * np.pi)
+           + np.log(s) + 0.5 * (nu + 1.0) * np.log1p(z * z / nu))
+    return float(out.mean()) if reduce else out
+
+
+def _standard_quantile(level: np.ndarray, df: np.ndarray | None) -> np.ndarray:
+    """Quantile of the unit-variance predictive family: Gaussian, or Student-t with ``df``
+    (per target; broadcast against ``level``)."""
+    if df is None:
+        return ndtri(level)
+    return stats.t.ppf(level, df) * np.sqrt((df - 2.0) / df)
+
+
 def spearman_abs_error_std(y_true: np.ndarray, y_pred: np.ndarray, y_std: np.ndarray) -> float:
     """Spearman rank correlation between |y_pred - y_true| and y_std (higher is better)."""
     y, mu, sigma = _arrays(y_true, y_pred, y_std)
@@ -137,33 +186,42 @@ IQR_PER_STD = 1.3489795003921634
 
 
 def calibration_curve(
-    y_true: np.ndarray, y_pred: np.ndarray, y_std: np.ndarray, n_levels: int = 100
+    y_true: np.ndarray, y_pred: np.ndarray, y_std: np.ndarray, n_levels: int = 100,
+    df: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Expected vs observed proportion in centred Gaussian intervals (uncertainty-toolbox).
 
     For each expected proportion p in linspace(0, 1, n_levels), the observed proportion is
     the fraction of z = (y_pred - y_true) / y_std inside [Phi^-1(1/2 - p/2), Phi^-1(1/2 + p/2)].
+    With ``df`` the intervals are the Student-t's (per target): the observed proportion is
+    then the fraction of PIT values F(y) in [1/2 - p/2, 1/2 + p/2].
     """
     y, mu, sigma = _arrays(y_true, y_pred, y_std)
     expected = np.linspace(0.0, 1.0, n_levels)
     if not _all_finite(y, mu, sigma):
         return expected, np.full(n_levels, np.nan)
-    z = np.sort(((mu - y) / sigma).ravel())
-    lower = ndtri(0.5 - expected / 2.0)
-    upper = ndtri(0.5 + expected / 2.0)
+    if df is None:
+        z = np.sort(((mu - y) / sigma).ravel())
+        lower = ndtri(0.5 - expected / 2.0)
+        upper = ndtri(0.5 + expected / 2.0)
+    else:  # the same count on the probability scale: |F(y) - 1/2| <= p / 2
+        nu = np.broadcast_to(np.asarray(df, dtype=np.float64), y.shape)
+        z = np.sort(stats.t.cdf((mu - y) / t_scale(sigma, nu), nu).ravel())
+        lower, upper = 0.5 - expected / 2.0, 0.5 + expected / 2.0
     inside = np.searchsorted(z, upper, side="right") - np.searchsorted(z, lower, side="left")
     return expected, inside / z.size
 
 
 def miscalibration_area(
-    y_true: np.ndarray, y_pred: np.ndarray, y_std: np.ndarray, n_levels: int = 100
+    y_true: np.ndarray, y_pred: np.ndarray, y_std: np.ndarray, n_levels: int = 100,
+    df: np.ndarray | None = None,
 ) -> float:
     """Area between the calibration curve and the diagonal (uncertainty-toolbox definition).
 
     Both curves are piecewise linear in p, so the area is integrated exactly, segment by
     segment, splitting a segment where the curves cross.
     """
-    expected, observed = calibration_curve(y_true, y_pred, y_std, n_levels)
+    expected, observed = calibration_curve(y_true, y_pred, y_std, n_levels, df)
     d = observed - expected
     if not np.isfinite(d).all():
         return float("nan")
@@ -204,15 +262,20 @@ def ence(y_true: np.ndarray, y_pred: np.ndarray, y_std: np.ndarray, n_bins: int 
 
 
 def coverage(
-    y_true: np.ndarray, y_pred: np.ndarray, y_std: np.ndarray, level: float = 0.95
+    y_true: np.ndarray, y_pred: np.ndarray, y_std: np.ndarray, level: float = 0.95,
+    df: np.ndarray | None = None,
 ) -> float:
-    """Fraction of targets inside the central Gaussian interval of probability ``level``."""
+    """Fraction of targets inside the central Gaussian (with ``df``: Student-t) interval of
+    probability ``level``."""
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1); got {level}")
     y, mu, sigma = _arrays(y_true, y_pred, y_std)
     if not _all_finite(y, mu, sigma):
         return float("nan")
-    half_width = ndtri(0.5 + level / 2.0) * sigma
+    q = 0.5 + level / 2.0
+    if df is not None:
+        df = np.broadcast_to(np.asarray(df, dtype=np.float64), sigma.shape)
+    half_width = _standard_quantile(np.float64(q), df) * sigma
     return float(np.mean(np.abs(y - mu) <= half_width))
 
 

@@ -35,6 +35,7 @@ class Target:
     rank_std: np.ndarray
     structure_score: np.ndarray
     vector_size: int = 1  # rank metrics group this many consecutive values (3: force vectors)
+    df: np.ndarray | None = None  # Student-t degrees of freedom per value (else Gaussian)
 
 
 @dataclass(frozen=True)
@@ -53,16 +54,26 @@ def _crps(t: Target) -> float:
     if t.samples is not None:
         # One sample (a deterministic model): the standard estimator, i.e. the MAE.
         return F.crps_ensemble(t.y_true, t.samples, fair=t.samples.shape[0] >= 2)
+    if t.df is not None:
+        return F.crps_student_t(t.y_true, t.y_pred, t.y_std, t.df)
     return F.crps_gaussian(t.y_true, t.y_pred, t.y_std)
+
+
+def _nll(t: Target) -> float:
+    if t.df is not None:
+        return F.nll_student_t(t.y_true, t.y_pred, t.y_std, t.df)
+    return F.nll_gaussian(t.y_true, t.y_pred, t.y_std)
 
 
 CRPS = MetricSpec(
     "crps", "CRPS", "target", "lower", _crps,
-    summary="Fair ensemble CRPS from samples (standard for S = 1), else the Gaussian form",
+    summary="Fair ensemble CRPS from samples (standard for S = 1), else the closed form of "
+            "the predicted Gaussian or Student-t",
 )
 NLL = MetricSpec(
-    "nll", "NLL", "nats", "lower", lambda t: F.nll_gaussian(t.y_true, t.y_pred, t.y_std),
-    summary="Gaussian negative log-likelihood with the predicted mean and std",
+    "nll", "NLL", "nats", "lower", _nll,
+    summary="Negative log-likelihood under a Gaussian with the predicted mean and std (the "
+            "Student-t where a method predicts one)",
 )
 SPEARMAN = MetricSpec(
     "spearman", "Spearman(|error|, std)", "", "higher",
@@ -88,8 +99,9 @@ SPEARMAN_ROBUST = MetricSpec(
 )
 MISCALIBRATION_AREA = MetricSpec(
     "miscalibration_area", "Miscalibration area", "", "lower",
-    lambda t: F.miscalibration_area(t.y_true, t.y_pred, t.y_std),
-    summary="Area between the Gaussian-interval calibration curve and the diagonal",
+    lambda t: F.miscalibration_area(t.y_true, t.y_pred, t.y_std, df=t.df),
+    summary="Area between the calibration curve of central Gaussian (Student-t where "
+            "predicted) intervals and the diagonal",
 )
 ENCE = MetricSpec(
     "ence", "ENCE", "", "lower", lambda t: F.ence(t.y_true, t.y_pred, t.y_std),
@@ -97,8 +109,9 @@ ENCE = MetricSpec(
 )
 COVERAGE_95 = MetricSpec(
     "coverage_95", "Coverage (95 %)", "", "target",
-    lambda t: F.coverage(t.y_true, t.y_pred, t.y_std, level=0.95), ideal=0.95,
-    summary="Fraction inside the central 95 % Gaussian interval; ideal 0.95",
+    lambda t: F.coverage(t.y_true, t.y_pred, t.y_std, level=0.95, df=t.df), ideal=0.95,
+    summary="Fraction inside the central 95 % Gaussian (Student-t where predicted) "
+            "interval; ideal 0.95",
 )
 SHARPNESS = MetricSpec(
     "sharpness", "Sharpness", "target", "lower", lambda t: F.sharpness(t.y_std),

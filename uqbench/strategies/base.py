@@ -125,6 +125,20 @@ class TorchUQMethod(UQMethod):
         batch (parametric methods)."""
         raise NotImplementedError(f"{type(self).__name__} is not parametric")
 
+    def predict_parametric(self, batch) -> dict[str, torch.Tensor]:
+        """One batch's predictive distribution as `Prediction` fields (parametric methods):
+        ``energy_mean``/``energy_std`` [n_structures], ``forces_mean``/``forces_std``
+        [n_atoms, 3], and optionally ``energy_df``/``forces_df`` (a Student-t) and
+        ``energy_epistemic_std``/``forces_epistemic_std``. By default the Gaussian of
+        `predict_gaussian`."""
+        keys = ("energy_mean", "energy_std", "forces_mean", "forces_std")
+        return dict(zip(keys, self.predict_gaussian(batch), strict=True))
+
+    def fitted_info(self) -> dict:
+        """What the fit chose beyond the weights (e.g. calibration constants), JSON-ready:
+        recorded as the record's ``fitted``. Empty by default."""
+        return {}
+
     def copies_per_pass(self, n_samples: int) -> int:
         """How many replicas of a chunk one forward pass holds (for chunk sizing)."""
         return 1
@@ -340,14 +354,13 @@ class TorchUQMethod(UQMethod):
             yield collate(chunk, self._torch_dtype).to(self.device_)
 
     def _predict_parametric(self, structures: list[Atoms], items: list[dict]) -> Prediction:
-        parts: list[list[np.ndarray]] = [[], [], [], []]
+        parts: dict[str, list[np.ndarray]] = {}
         for chunk in _chunks(items, MAX_EDGES_PER_PASS):
             batch = collate(chunk, self._torch_dtype).to(self.device_)
-            for store, value in zip(parts, self.predict_gaussian(batch), strict=True):
-                store.append(value.detach().cpu().double().numpy())
-        e_mean, e_std, f_mean, f_std = (np.concatenate(p) for p in parts)
-        return Prediction(n_atoms=np.array([len(a) for a in structures]), energy_mean=e_mean,
-                          energy_std=e_std, forces_mean=f_mean, forces_std=f_std)
+            for key, value in self.predict_parametric(batch).items():
+                parts.setdefault(key, []).append(value.detach().cpu().double().numpy())
+        return Prediction(n_atoms=np.array([len(a) for a in structures]),
+                          **{key: np.concatenate(p) for key, p in parts.items()})
 
     def _member_passes(self, model: nn.Module, batch, copies: int, **model_kwargs):
         """``copies`` passes of one model as one replicated batch (``model_kwargs`` go to
