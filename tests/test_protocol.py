@@ -283,3 +283,26 @@ def test_ood_score_for_energy_is_the_total_energy_std():
     t = targets(pred, structs)["energy"]
     np.testing.assert_allclose(t.structure_score, [1.0, 2.0])
     np.testing.assert_allclose(t.y_std, [1.0 / n[0], 2.0 / n[1]])
+
+
+@pytest.mark.parametrize("warmup", [0, 10])
+def test_learning_rate_warmup_shrinks_the_first_adam_steps(tiny_nbody, warmup):
+    """A fresh Adam's first step moves every weight by about lr (m / sqrt(v) = sign(g));
+    with a warm-up of k steps the first step moves it by about lr / k."""
+    from uqbench.backbones.adapter import make_adapter
+    from uqbench.training import mse_loss, train
+
+    adapter = make_adapter("egnn", {"hidden": 8, "n_layers": 1})
+    items = adapter.graph_items(tiny_nbody.splits["train"][:16])
+    torch.manual_seed(0)
+    model = adapter.build().double()
+    adapter.fit_normalisation(model, items)
+    before = [p.detach().clone() for p in model.parameters()]
+    lr = 1e-2
+    train(model, items, None, lambda m, b: mse_loss(m, b, 1.0, 1.0), max_epochs=1, lr=lr,
+          batch_size=16, patience=10, device=torch.device("cpu"), dtype=torch.float64,
+          seed=0, max_steps=1, warmup_steps=warmup)
+    moved = max(float((p.detach() - b).abs().max())
+                for p, b in zip(model.parameters(), before, strict=True))
+    expected = lr / warmup if warmup else lr
+    assert moved == pytest.approx(expected, rel=1e-3)

@@ -192,9 +192,10 @@ def _prepare(cfg: RunConfig):
 
 #: Hyperparameters added after records were published, with the value under which those
 #: records were made (stress_weight: no published dataset carried stress labels, so any
-#: weight gave the same runs): left out of the hash at that value, so earlier records keep
-#: their ids (a resumed study does not rerun them); any other value gives a new id.
-ADDED_PARAMS = {"stress_weight": 1.0}
+#: weight gave the same runs; lr_warmup: BLIP's records before it had none): left out of
+#: the hash at that value, so earlier records keep their ids (a resumed study does not
+#: rerun them); any other value gives a new id.
+ADDED_PARAMS = {"stress_weight": 1.0, "lr_warmup": 0.0}
 
 
 def identity(cfg: RunConfig, method, data_kwargs: dict) -> tuple[str, dict]:

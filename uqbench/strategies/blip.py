@@ -24,6 +24,9 @@ jointly by variational inference. No code is public; the choices made here (see 
   the first ``kl_anneal`` of the variational stage.
 - Optional deterministic warm start: the backbone first trains with the MSE loss for
   ``warm_start_fraction`` of the budget, then the variational stage spends the rest.
+  That stage's learning rate warms up linearly over its first ``lr_warmup`` of steps: a
+  fresh Adam's first steps would move every warm-started weight by about lr (this undid
+  the warm start of seed 0 on silica-bks in one step, and the run collapsed).
 For fixed eps, every sample is an ordinary potential: its forces are -grad E_s.
 """
 
@@ -38,7 +41,7 @@ from torch.nn import functional as F
 from uqbench.backbones.adapter import BackboneAdapter, BackboneWrapper, energy_and_forces
 from uqbench.backbones.graph import at_energy_labels, at_force_labels, mean_or_zero
 from uqbench.params import Interval, Options
-from uqbench.strategies.base import TorchUQMethod
+from uqbench.strategies.base import LR_WARMUP, TorchUQMethod
 from uqbench.training import fixed_noise, stress_components, uses_stress
 
 # Molchanov, Ashukha, Vetrov (2017), sparse variational dropout: -KL ~ k1 s(k2 + k3 la)
@@ -180,13 +183,15 @@ class BLIP(TorchUQMethod):
         "init_log_alpha": Interval(float, None, LOG_ALPHA_MAX),
         "prior": Options(("gaussian", "log-uniform")),
         "warm_start_fraction": Interval(float, 0, 1, closed="left"),
+        "lr_warmup": Interval(float, 0, 1),
     }
 
     def __init__(self, kl_weight: float = 1e-3, kl_anneal: float = 0.25,
                  inference_hidden: int = 32, init_log_alpha: float = -6.0,
                  prior: str = "gaussian", warm_start_fraction: float = 0.5,
-                 **kwargs) -> None:
+                 lr_warmup: float = LR_WARMUP, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.lr_warmup = lr_warmup
         self.kl_weight = kl_weight
         self.kl_anneal = kl_anneal
         self.inference_hidden = inference_hidden
@@ -219,7 +224,9 @@ class BLIP(TorchUQMethod):
         self._step = 0
         stages["variational"] = self.train_stage(model, train_items, val_items, self._elbo_loss,
                                             vi_epochs, self.lr, member,
-                                            "variational inference", max_steps=vi_steps)
+                                            "variational inference", max_steps=vi_steps,
+                                            warmup_steps=self.stage_warmup(
+                                                vi_steps, vi_epochs, len(train_items)))
         return model, self._staged_history(stages, "variational")
 
     def _init_noise_scales(self, model: BLIPModel, train_items: list[dict]) -> None:

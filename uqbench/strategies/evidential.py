@@ -33,7 +33,7 @@ from torch.nn import functional as F
 from uqbench.backbones.adapter import BackboneWrapper, energy_and_forces
 from uqbench.backbones.graph import at_energy_labels, at_force_labels, mean_or_zero
 from uqbench.params import Interval
-from uqbench.strategies.base import TorchUQMethod
+from uqbench.strategies.base import LR_WARMUP, TorchUQMethod
 
 EVIDENCE_FLOOR = 1e-6
 
@@ -105,11 +105,14 @@ class Evidential(TorchUQMethod):
         "warm_start_fraction": Interval(float, 0, 1, closed="left"),
         "head_width": Interval(int, 1),
         "evidential_weight": Interval(float, 0),
+        "lr_warmup": Interval(float, 0, 1),
     }
 
     def __init__(self, warm_start_fraction: float = 0.5, head_width: int = 32,
-                 evidential_weight: float = 0.01, **kwargs) -> None:
+                 evidential_weight: float = 0.01, lr_warmup: float = LR_WARMUP,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
+        self.lr_warmup = lr_warmup
         self.warm_start_fraction = warm_start_fraction
         self.head_width = head_width
         self.evidential_weight = evidential_weight
@@ -136,7 +139,9 @@ class Evidential(TorchUQMethod):
                                              self._torch_dtype))))
         stages["evidential"] = self.train_stage(model, train_items, val_items,
                                                 self.evidential_loss, ev_epochs, self.lr,
-                                                member, "evidential", max_steps=ev_steps)
+                                                member, "evidential", max_steps=ev_steps,
+                                                warmup_steps=self.stage_warmup(
+                                                    ev_steps, ev_epochs, len(train_items)))
         return model, self._staged_history(stages, "evidential")
 
     def evidential_loss(self, model: EvidentialHeads, batch) -> torch.Tensor:

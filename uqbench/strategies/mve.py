@@ -25,7 +25,7 @@ from torch import nn
 from uqbench.backbones.adapter import BackboneWrapper, energy_and_forces
 from uqbench.backbones.graph import at_energy_labels, at_force_labels, mean_or_zero
 from uqbench.params import Interval
-from uqbench.strategies.base import TorchUQMethod
+from uqbench.strategies.base import LR_WARMUP, TorchUQMethod
 
 VARIANCE_FLOOR = 1e-6
 
@@ -68,11 +68,13 @@ class MeanVariance(TorchUQMethod):
     parameter_constraints = {
         "warm_start_fraction": Interval(float, 0, 1, closed="left"),
         "head_width": Interval(int, 1),
+        "lr_warmup": Interval(float, 0, 1),
     }
 
     def __init__(self, warm_start_fraction: float = 0.5, head_width: int = 32,
-                 **kwargs) -> None:
+                 lr_warmup: float = LR_WARMUP, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.lr_warmup = lr_warmup
         self.warm_start_fraction = warm_start_fraction
         self.head_width = head_width
 
@@ -96,7 +98,8 @@ class MeanVariance(TorchUQMethod):
             model.variances(next(iter(self._batches_of(train_items[:1]))))
         stages["nll"] = self.train_stage(model, train_items, val_items, self.nll_loss,
                                          nll_epochs, self.lr, member, "NLL",
-                                         max_steps=nll_steps)
+                                         max_steps=nll_steps, warmup_steps=self.stage_warmup(
+                                             nll_steps, nll_epochs, len(train_items)))
         return model, self._staged_history(stages, "nll")
 
     def _batches_of(self, items):

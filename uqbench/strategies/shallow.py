@@ -20,7 +20,7 @@ from torch import nn
 from uqbench.backbones.adapter import BackboneWrapper
 from uqbench.backbones.graph import at_energy_labels, at_force_labels, mean_or_zero
 from uqbench.params import Interval
-from uqbench.strategies.base import TorchUQMethod
+from uqbench.strategies.base import LR_WARMUP, TorchUQMethod
 from uqbench.strategies.mve import VARIANCE_FLOOR, gaussian_nll
 
 
@@ -80,11 +80,14 @@ class ShallowEnsemble(TorchUQMethod):
         "n_heads": Interval(int, 2),
         "warm_start_fraction": Interval(float, 0, 1, closed="neither"),
         "head_noise": Interval(float, 0),
+        "lr_warmup": Interval(float, 0, 1),
     }
 
     def __init__(self, n_heads: int = 8, warm_start_fraction: float = 0.5,
-                 head_noise: float = 0.1, **kwargs) -> None:
+                 head_noise: float = 0.1, lr_warmup: float = LR_WARMUP,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
+        self.lr_warmup = lr_warmup
         self.n_heads = n_heads
         self.warm_start_fraction = warm_start_fraction
         self.head_noise = head_noise
@@ -102,7 +105,8 @@ class ShallowEnsemble(TorchUQMethod):
         model = self.wrap(backbone).to(self.device_, self._torch_dtype)
         stages["nll"] = self.train_stage(model, train_items, val_items, self.nll_loss,
                                          nll_epochs, self.lr, member, "heads NLL",
-                                         max_steps=nll_steps)
+                                         max_steps=nll_steps, warmup_steps=self.stage_warmup(
+                                             nll_steps, nll_epochs, len(train_items)))
         return model, self._staged_history(stages, "nll")
 
     def nll_loss(self, model: ShallowHeads, batch) -> torch.Tensor:
