@@ -227,7 +227,8 @@ def group_scores(predictions: dict[str, Prediction], splits: dict[str, list[Atom
     """Spearman(|error|, std) and its robust twin within each family of structures
     (``atoms.info["phase"]``, else ``config_type``), per split x target, beside the pooled
     value: a pooled ranking over several phases or cell sizes can follow the family rather
-    than the uncertainty. Splits without such a label are left out."""
+    than the uncertainty. Beside them each family's mean |error| and mean std (what a
+    between-family confound is made of). Splits without such a label are left out."""
     from uqbench.metrics.table import SPEARMAN, SPEARMAN_ROBUST
 
     out: dict = {}
@@ -249,7 +250,9 @@ def group_scores(predictions: dict[str, Prediction], splits: dict[str, list[Atom
             for g in sorted(set(per)):
                 sub = _subset(t, per == g, values_per == g)
                 groups[g] = {"n": int(np.sum(per == g)), "spearman": SPEARMAN.compute(sub),
-                             "spearman_robust": SPEARMAN_ROBUST.compute(sub)}
+                             "spearman_robust": SPEARMAN_ROBUST.compute(sub),
+                             "mean_abs_error": float(np.mean(sub.rank_error)),
+                             "mean_std": float(np.mean(sub.rank_std))}
             out[split][name] = groups
     return out
 
