@@ -79,7 +79,9 @@ class LastLayer(BackboneWrapper):
         with torch.enable_grad():
             summed = self.features(batch, positions)
             rows = []
-            for k in range(summed.shape[1]):  # one backward pass per feature
+            # one backward pass per feature (batching them with is_grads_batched measured
+            # 2-3 times slower on the CPU)
+            for k in range(summed.shape[1]):
                 (grad,) = torch.autograd.grad(summed[:, k].sum(), positions,
                                               retain_graph=k + 1 < summed.shape[1])
                 rows.append(grad)
