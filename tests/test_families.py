@@ -354,3 +354,68 @@ def test_llpr_quick_run_records_its_calibration(tmp_path):
     assert calibration["fitted_on"] == "val" and calibration["alpha2"] > 0
     assert record["variance_parts"] is None and record["n_samples"] is None
     assert record["metrics"]["test"]["forces"]["sharpness"] > 0
+
+
+def test_isotonic_recalibration_fixes_a_miscalibrated_shape_and_keeps_the_mean():
+    """Errors from a Student-t (3 df) under a Gaussian prediction of the wrong width: one
+    std factor cannot fix the shape, the level map can (held-out structures)."""
+    from scipy.stats import t as student_t
+
+    from uqbench.recalibration import apply_isotonic, isotonic_maps
+
+    rng = np.random.default_rng(5)
+
+    def heavy(structures):
+        n = np.array([len(a) for a in structures])
+        e = np.array([a.info["energy"] for a in structures])
+        f = np.concatenate([a.arrays["forces"] for a in structures])
+        return Prediction(n_atoms=n, energy_mean=e + student_t.rvs(3, size=e.shape,
+                                                                    random_state=rng) * n,
+                          energy_std=np.full(e.shape, 0.3) * n,
+                          forces_mean=f + student_t.rvs(3, size=f.shape, random_state=rng),
+                          forces_std=np.full(f.shape, 0.3))
+
+    val, test = _structures(400, rng), _structures(400, rng)
+    raw_val, raw_test = heavy(val), heavy(test)
+    iso = apply_isotonic(raw_test, isotonic_maps(raw_val, val))
+    scalar = apply(raw_test, scalar_factors(raw_val, val))
+    from uqbench.scoring import targets
+
+    for name in ("energy", "forces"):
+        t_raw, t_iso = targets(raw_test, test)[name], targets(iso, test)[name]
+        t_sc = targets(scalar, test)[name]
+        area = {k: miscalibration_area(t.y_true, t.y_pred, t.y_std, df=t.df,
+                                       level_map=t.level_map, base_std=t.base_std)
+                for k, t in (("raw", t_raw), ("iso", t_iso), ("scalar", t_sc))}
+        assert area["iso"] < 0.5 * area["raw"]
+        assert area["iso"] < area["scalar"]
+        np.testing.assert_array_equal(t_iso.y_pred, t_raw.y_pred)
+    assert iso.energy_samples is None and iso.energy_level_map is not None
+
+
+def test_isotonic_run_writes_raw_and_recalibrated_records(tmp_path):
+    out = tmp_path / "res"
+    assert main(["run", "--method", "mve-egnn", "--dataset", "nbody", "--quick",
+                 "--out", str(out), "-p", "max_epochs=2", "--recalibrate", "isotonic"]) == 0
+    records = [json.loads(p.read_text()) for p in out.rglob("*.json")]
+    assert len(records) == 2
+    (recal,) = [r for r in records if r.get("recalibration")]
+    (raw,) = [r for r in records if not r.get("recalibration")]
+    maps = recal["recalibration"]["level_maps"]
+    assert set(maps) == {"energy", "forces"} and maps["forces"][0] == [0.0, 0.0]
+    assert recal["recalibration"]["raw_record"] == raw["run_id"]
+    for target in ("energy", "forces"):
+        assert recal["metrics"]["test"][target]["rmse"] == raw["metrics"]["test"][target]["rmse"]
+        assert np.isfinite(recal["metrics"]["test"][target]["crps"])
+
+
+def test_a_level_map_needs_its_base_std_and_no_samples():
+    n = np.array([2])
+    base = dict(n_atoms=n, energy_mean=np.zeros(1), energy_std=np.ones(1),
+                forces_mean=np.zeros((2, 3)), forces_std=np.ones((2, 3)))
+    identity = np.array([[0.0, 0.0], [1.0, 1.0]])
+    with pytest.raises(ValueError, match="come together"):
+        Prediction(**base, energy_level_map=identity)
+    with pytest.raises(ValueError, match="no samples"):
+        Prediction(**base, energy_level_map=identity, energy_base_std=np.ones(1),
+                   energy_samples=np.zeros((2, 1)), forces_samples=np.zeros((2, 2, 3)))

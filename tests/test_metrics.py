@@ -208,3 +208,88 @@ def test_student_t_intervals_are_the_t_quantiles():
     assert M.coverage(y, mu, sd, 0.95) > 0.955
     assert M.miscalibration_area(y, mu, sd, df=np.full(n, nu)) < 0.005
     assert M.miscalibration_area(y, mu, sd) > 0.02
+
+
+LEVEL_MAP = np.array([[0, 0], [0.2, 0.05], [0.5, 0.5], [0.8, 0.95], [1, 1.0]])
+
+
+def _recalibrated_cdf(x, mu, sd):
+    return np.interp(stats.norm.cdf((x - mu) / sd), LEVEL_MAP[:, 0], LEVEL_MAP[:, 1])
+
+
+def test_level_map_scores_match_direct_integration():
+    from scipy import integrate
+
+    from uqbench.metrics import level_map as LM
+
+    y, mu, sd = RNG.normal(size=4), RNG.normal(size=4), RNG.uniform(0.3, 2, 4)
+    crps = LM.crps(y, mu, sd, LEVEL_MAP, reduce=False)
+    nll = LM.nll(y, mu, sd, LEVEL_MAP, reduce=False)
+    for j in range(4):
+        def sq(x, j=j):
+            return (_recalibrated_cdf(x, mu[j], sd[j]) - (x >= y[j])) ** 2
+
+        lo, hi = mu[j] - 12 * sd[j], mu[j] + 12 * sd[j]
+        ref = (integrate.quad(sq, lo, y[j], limit=400)[0]
+               + integrate.quad(sq, y[j], hi, limit=400)[0])
+        assert crps[j] == pytest.approx(ref, rel=1e-4)
+        h = 1e-6
+        density = (_recalibrated_cdf(y[j] + h, mu[j], sd[j])
+                   - _recalibrated_cdf(y[j] - h, mu[j], sd[j])) / (2 * h)
+        assert nll[j] == pytest.approx(-np.log(density), rel=1e-6)
+    # moments of the standardised recalibrated distribution
+    slopes = np.diff(LEVEL_MAP[:, 1]) / np.diff(LEVEL_MAP[:, 0])
+
+    def density(z):
+        seg = np.clip(np.searchsorted(LEVEL_MAP[:, 0], stats.norm.cdf(z), side="right") - 1,
+                      0, len(slopes) - 1)
+        return slopes[seg] * stats.norm.pdf(z)
+
+    m = integrate.quad(lambda z: z * density(z), -12, 12, limit=400)[0]
+    v = integrate.quad(lambda z: z * z * density(z), -12, 12, limit=400)[0] - m * m
+    assert LM.std_ratio(LEVEL_MAP)[0] == pytest.approx(np.sqrt(v), rel=1e-6)
+    assert LM.mean_shift(LEVEL_MAP)[0] == pytest.approx(m, abs=1e-9)
+
+
+def test_identity_level_map_is_the_base_distribution():
+    from uqbench.metrics import level_map as LM
+
+    n = 500
+    y, mu, sd = RNG.normal(size=n), RNG.normal(size=n), RNG.uniform(0.3, 2, n)
+    nu = RNG.uniform(2.5, 20, n)
+    identity = np.array([[0.0, 0.0], [1.0, 1.0]])
+    assert LM.crps(y, mu, sd, identity) == pytest.approx(M.crps_gaussian(y, mu, sd), rel=1e-4)
+    assert LM.crps(y, mu, sd, identity, df=nu) == pytest.approx(
+        M.crps_student_t(y, mu, sd, nu), rel=1e-4)
+    assert LM.nll(y, mu, sd, identity) == pytest.approx(M.nll_gaussian(y, mu, sd), rel=1e-10)
+    assert LM.nll(y, mu, sd, identity, df=nu) == pytest.approx(
+        M.nll_student_t(y, mu, sd, nu), rel=1e-10)
+    assert M.coverage(y, mu, sd, 0.9, level_map=identity, base_std=sd) == pytest.approx(
+        M.coverage(y, mu, sd, 0.9))
+    assert M.miscalibration_area(y, mu, sd, level_map=identity, base_std=sd) == pytest.approx(
+        M.miscalibration_area(y, mu, sd), abs=1e-9)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        LM.check_level_map([[0, 0], [0.5, 0.5], [0.5, 0.7], [1, 1]])
+
+
+@pytest.mark.parametrize("nu", [2.5, 4.0, 12.0])
+def test_level_map_moments_over_a_student_t_base(nu):
+    from scipy import integrate
+
+    from uqbench.metrics import level_map as LM
+
+    k = np.sqrt(nu / (nu - 2))
+    slopes = np.diff(LEVEL_MAP[:, 1]) / np.diff(LEVEL_MAP[:, 0])
+
+    def density(z):
+        level = stats.t.cdf(z * k, nu)
+        seg = np.clip(np.searchsorted(LEVEL_MAP[:, 0], level, side="right") - 1, 0,
+                      len(slopes) - 1)
+        return slopes[seg] * stats.t.pdf(z * k, nu) * k
+
+    m = integrate.quad(lambda z: z * density(z), -np.inf, np.inf, limit=500)[0]
+    v = integrate.quad(lambda z: z * z * density(z), -np.inf, np.inf, limit=500)[0] - m * m
+    assert LM.std_ratio(LEVEL_MAP, df=np.array([nu]))[0] == pytest.approx(np.sqrt(v), rel=1e-6)
+    assert LM.mean_shift(LEVEL_MAP, df=np.array([nu]))[0] == pytest.approx(m, abs=1e-9)
+    identity = np.array([[0.0, 0.0], [1.0, 1.0]])
+    assert LM.std_ratio(identity, df=np.array([nu]))[0] == pytest.approx(1.0, rel=1e-9)

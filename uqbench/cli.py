@@ -79,10 +79,11 @@ def cli() -> None:
               help="torch threads for this run (default 1: safe when runs share cores; a "
                    "lone CHGNet/Orb run is faster with all cores, see benchmarks/threads.json;"
                    " recorded, since the count changes the numbers slightly).")
-@click.option("--recalibrate", type=click.Choice(["scalar"]), default=None,
-              help="Also recalibrate the predicted spread on the val split (scalar: one std "
-                   "factor per target, the NLL minimiser) and write a second record with "
-                   "it; the raw record is written too.")
+@click.option("--recalibrate", type=click.Choice(["scalar", "isotonic"]), default=None,
+              help="Also recalibrate the predictive distribution on the val split and write "
+                   "a second record with it (the raw record is written too): scalar, one "
+                   "std factor per target (the NLL minimiser); isotonic, a monotone map of "
+                   "CDF levels per target (Kuleshov et al. 2018). Means never change.")
 def run(method, dataset, train_size, seed, device, n_samples, out, quick, params,
         dataset_options, data_path, split_key, weights, threads, recalibrate) -> None:
     """Fit METHOD on DATASET, predict every test split, score, and write one record.
@@ -120,10 +121,13 @@ def run(method, dataset, train_size, seed, device, n_samples, out, quick, params
                    f"on the constant predictor (RMSE / constant's on test: {ratios}); it is "
                    "marked in the leaderboard and left out of `uqbench compare`", err=True)
     if record.get("recalibration"):
-        factors = record["recalibration"]["factors"]
-        click.echo("recalibrated (scalar, on val): std x " + ", ".join(
-            f"{k} {v:.3g}" for k, v in factors.items()) + "; the table above is recalibrated, "
-            f"the raw record is {record['recalibration']['raw_record']}")
+        from uqbench.recalibration import describe
+
+        info = record["recalibration"]
+        params = info.get("factors") or info.get("level_maps")
+        click.echo(f"recalibrated ({info['method']}, on val): "
+                   f"{describe(info['method'], params)}; the table above is recalibrated, "
+                   f"the raw record is {info['raw_record']}")
     click.echo(f"record: {path}")
 
 

@@ -17,7 +17,11 @@ class Prediction:
     where ``energy_df``/``forces_df`` (degrees of freedom, > 2, shaped like the stds) are
     given, a Student-t with that mean, std and df (evidential regression's predictive).
     ``energy_epistemic_std``/``forces_epistemic_std`` (optional, <= the std) give the
-    epistemic part of the variance where a method separates it.
+    epistemic part of the variance where a method separates it. After isotonic
+    recalibration a target carries a ``*_level_map`` (knots [K, 2] of a monotone map R of
+    CDF levels, `uqbench.metrics.level_map`) and its ``*_base_std``: its distribution is
+    then R o F, F the Gaussian (or Student-t) of the mean and the base std, and ``*_std``
+    is that distribution's std; the mean stays the point prediction.
     Mean and std are always present: `from_samples` derives them.
     """
 
@@ -32,6 +36,10 @@ class Prediction:
     forces_df: np.ndarray | None = None
     energy_epistemic_std: np.ndarray | None = None
     forces_epistemic_std: np.ndarray | None = None
+    energy_level_map: np.ndarray | None = None
+    forces_level_map: np.ndarray | None = None
+    energy_base_std: np.ndarray | None = None
+    forces_base_std: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n_struct = len(self.n_atoms)
@@ -63,6 +71,19 @@ class Prediction:
                 # (float32 predictions: allow rounding above the total std)
                 if np.any(epistemic < 0) or np.any(epistemic > std * (1 + 1e-6)):
                     raise ValueError(f"Prediction.{name}_epistemic_std must lie in [0, std]")
+            level_map = getattr(self, f"{name}_level_map")
+            base_std = getattr(self, f"{name}_base_std")
+            if (level_map is None) != (base_std is None):
+                raise ValueError(f"Prediction.{name}_level_map and {name}_base_std come "
+                                 "together")
+            if level_map is not None:
+                from uqbench.metrics.level_map import check_level_map
+
+                check_level_map(level_map)
+                _check_shape(f"{name}_base_std", base_std, np.shape(std))
+                if self.energy_samples is not None:
+                    raise ValueError("a recalibrated level map describes a parametric "
+                                     "prediction: it has no samples")
         if self.energy_samples is not None:
             s = self.energy_samples.shape[0]
             _check_shape("energy_samples", self.energy_samples, (s, n_struct))

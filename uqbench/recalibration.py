@@ -4,11 +4,17 @@
 factor per target (energy per atom, force components) multiplies every standard deviation;
 it is the minimiser of the Gaussian NLL on the validation split, which has the closed form
 s^2 = mean((y - mu)^2 / sigma^2) (for a Student-t prediction, the minimiser of its NLL,
-found numerically; the degrees of freedom stay). Samples are stretched about their mean by the same
-factor, so sample-based metrics see the same recalibration. The mean never changes.
+found numerically; the degrees of freedom stay). Samples are stretched about their mean by
+the same factor, so sample-based metrics see the same recalibration. The mean never changes.
 
-Isotonic recalibration (Kuleshov et al. 2018) maps predicted CDF levels and so leaves the
-Gaussian family; it is not offered yet.
+``isotonic`` (Kuleshov, Fenner & Ermon 2018): per target, the PIT values F(y) of the
+validation split under the predicted Gaussian (Student-t where predicted) give a monotone
+map R of CDF levels (`uqbench.metrics.level_map.fit_level_map`); the recalibrated
+distribution is R o F, scored exactly (PIT, NLL) or by quadrature (CRPS, std). It leaves
+every parametric family, so the recalibrated prediction carries the map and the base std
+(`Prediction.*_level_map`, ``*_base_std``), its std is R o F's, and it has no samples: a
+sample-based method is recalibrated through the Gaussian of its mean and std, the
+approximation its calibration metrics already use. The point prediction (mean) stays.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from ase import Atoms
 from uqbench.errors import UQBenchError
 from uqbench.prediction import Prediction
 
-METHODS = ("scalar",)
+METHODS = ("scalar", "isotonic")
 
 
 def scalar_factors(prediction: Prediction, structures: list[Atoms]) -> dict[str, float]:
@@ -81,10 +87,75 @@ def apply(prediction: Prediction, factors: dict[str, float]) -> Prediction:
                       forces_epistemic_std=scaled(prediction.forces_epistemic_std, s_f))
 
 
-def fit(kind: str, prediction: Prediction, val: list[Atoms] | None) -> dict[str, float]:
-    """The factors of recalibration ``kind`` fitted on the validation split."""
+def isotonic_maps(prediction: Prediction, structures: list[Atoms]) -> dict[str, list]:
+    """Per target, the level map (knots [[level, recalibrated level], ...]) fitted on the
+    PIT values of ``structures`` (the validation split); the identity where no label or no
+    positive std allows a fit."""
+    from uqbench.metrics.level_map import base_cdf, fit_level_map
+    from uqbench.scoring import targets
+
+    found = targets(prediction, structures)
+    maps = {}
+    for name in ("energy", "forces"):
+        t = found.get(name)
+        ok = (np.zeros(0, bool) if t is None
+              else np.isfinite(t.y_pred) & np.isfinite(t.y_std) & (t.y_std > 0))
+        if not ok.any():
+            maps[name] = [[0.0, 0.0], [1.0, 1.0]]
+            continue
+        z = (t.y_true[ok] - t.y_pred[ok]) / t.y_std[ok]
+        levels = base_cdf(z, None if t.df is None else t.df[ok])
+        maps[name] = fit_level_map(levels).tolist()
+    return maps
+
+
+def apply_isotonic(prediction: Prediction, maps: dict[str, list]) -> Prediction:
+    """``prediction`` as R o F per target: the level maps and base stds set, each std the
+    recalibrated distribution's, samples dropped, means kept."""
+    from uqbench.metrics.level_map import std_ratio
+
+    fields = {}
+    for name in ("energy", "forces"):
+        knots = np.asarray(maps.get(name, [[0.0, 0.0], [1.0, 1.0]]), dtype=np.float64)
+        std = getattr(prediction, f"{name}_std")
+        df = getattr(prediction, f"{name}_df")
+        ratio = std_ratio(knots, None if df is None else df.ravel(), std.size)
+        ratio = ratio.reshape(std.shape)
+        epistemic = getattr(prediction, f"{name}_epistemic_std")
+        fields.update({f"{name}_std": std * ratio, f"{name}_base_std": std,
+                       f"{name}_level_map": knots, f"{name}_df": df,
+                       f"{name}_epistemic_std": None if epistemic is None
+                       else epistemic * ratio})
+    return Prediction(n_atoms=prediction.n_atoms, energy_mean=prediction.energy_mean,
+                      forces_mean=prediction.forces_mean, **fields)
+
+
+def fit(kind: str, prediction: Prediction, val: list[Atoms] | None) -> dict:
+    """The parameters of recalibration ``kind`` fitted on the validation split: std factors
+    per target (scalar) or level maps per target (isotonic)."""
     if kind not in METHODS:
         raise UQBenchError(f"unknown recalibration {kind!r}; known: {', '.join(METHODS)}")
     if not val:
         raise UQBenchError("recalibration needs a validation split; this dataset has none")
+    if kind == "isotonic":
+        return isotonic_maps(prediction, val)
     return scalar_factors(prediction, val)
+
+
+def apply_kind(kind: str, prediction: Prediction, params: dict) -> Prediction:
+    """``prediction`` recalibrated by ``kind`` with the fitted ``params``."""
+    return apply_isotonic(prediction, params) if kind == "isotonic" else apply(prediction,
+                                                                                 params)
+
+
+def describe(kind: str, params: dict) -> str:
+    """One line for the log: the factors, or each map's recalibrated level at 0.5 and the
+    coverage its central 90 % interval would have had."""
+    if kind == "scalar":
+        return "std factors " + ", ".join(f"{k} {v:.3g}" for k, v in params.items())
+    parts = []
+    for name, knots in params.items():
+        x, y = np.asarray(knots).T
+        width = np.interp(0.95, x, y) - np.interp(0.05, x, y)
+        parts.append(f"{name}: the base 90 % interval held {width:.0%} of val")
+    return "level maps (" + "; ".join(parts) + ")"

@@ -296,11 +296,13 @@ def _run(cfg: RunConfig, method, data_kwargs: dict, log) -> tuple[Path, dict]:
     _write_record(raw_cfg, method, raw_rid, raw_config, predictions, facts)
     val = dataset.splits.get("val")
     val_pred = method.predict_distribution(val, cfg.n_samples) if val else None
-    factors = recalibration.fit(cfg.recalibrate, val_pred, val)
-    note("recalibration (%s) on val: std factors %s", cfg.recalibrate,
-         ", ".join(f"{k} {v:.3g}" for k, v in factors.items()))
-    adjusted = {s: recalibration.apply(p, factors) for s, p in predictions.items()}
-    extra = {"recalibration": {"method": cfg.recalibrate, "factors": factors,
+    fitted = recalibration.fit(cfg.recalibrate, val_pred, val)
+    note("recalibration (%s) on val: %s", cfg.recalibrate,
+         recalibration.describe(cfg.recalibrate, fitted))
+    adjusted = {s: recalibration.apply_kind(cfg.recalibrate, p, fitted)
+                for s, p in predictions.items()}
+    key = "factors" if cfg.recalibrate == "scalar" else "level_maps"
+    extra = {"recalibration": {"method": cfg.recalibrate, key: fitted,
                                "fitted_on": "val", "raw_record": raw_rid}}
     return _write_record(cfg, method, rid, config, adjusted, facts, extra)
 

@@ -56,9 +56,12 @@ def targets(prediction: Prediction, structures: list[Atoms]) -> dict[str, Target
         if prediction.energy_samples is not None:
             e_samples = (prediction.energy_samples / counts[None, :])[:, e_ok]
         e_df = None if prediction.energy_df is None else prediction.energy_df[e_ok]
+        e_base = (None if prediction.energy_base_std is None
+                  else (prediction.energy_base_std / counts)[e_ok])
         out["energy"] = Target("energy", "eV/atom", e_true, e_pred, e_std, e_samples,
                                np.abs(e_pred - e_true), e_std, prediction.energy_std,
-                               df=e_df)
+                               df=e_df, level_map=prediction.energy_level_map,
+                               base_std=e_base)
     if a_ok.any():
         f_true = forces(structures)[a_ok]
         f_mean = prediction.forces_mean[a_ok]
@@ -76,7 +79,10 @@ def targets(prediction: Prediction, structures: list[Atoms]) -> dict[str, Target
                                np.linalg.norm(f_mean - f_true, axis=1),
                                f_atom_std_all[a_ok], f_struct, vector_size=3,
                                df=None if prediction.forces_df is None
-                               else prediction.forces_df[a_ok].ravel())
+                               else prediction.forces_df[a_ok].ravel(),
+                               level_map=prediction.forces_level_map,
+                               base_std=None if prediction.forces_base_std is None
+                               else prediction.forces_base_std[a_ok].ravel())
     return out
 
 
@@ -133,7 +139,8 @@ def _score(predictions: dict[str, Prediction], splits: dict[str, list[Atoms]],
                     errors.setdefault(spec.key, f"{type(exc).__name__}: {exc}".splitlines()[0])
             results[split][tname] = row
             expected, observed = calibration_curve(t.y_true, t.y_pred, t.y_std, n_levels=21,
-                                                   df=t.df)
+                                                   df=t.df, level_map=t.level_map,
+                                                   base_std=t.base_std)
             rmv, rmse_b = rmse_rmv_curve(t.y_true, t.y_pred, t.y_std)
             # An evenly strided subsample of (|error|, std) for error-vs-uncertainty plots.
             pick = np.unique(np.linspace(0, t.rank_error.size - 1, ERROR_STD_POINTS).astype(int))
@@ -261,4 +268,5 @@ def _subset(t: Target, rank_mask: np.ndarray, value_mask: np.ndarray) -> Target:
     return Target(t.name, t.unit, t.y_true[value_mask], t.y_pred[value_mask],
                   t.y_std[value_mask], None if t.samples is None else t.samples[:, value_mask],
                   t.rank_error[rank_mask], t.rank_std[rank_mask], t.structure_score,
-                  t.vector_size, None if t.df is None else t.df[value_mask])
+                  t.vector_size, None if t.df is None else t.df[value_mask],
+                  t.level_map, None if t.base_std is None else t.base_std[value_mask])

@@ -187,20 +187,27 @@ IQR_PER_STD = 1.3489795003921634
 
 def calibration_curve(
     y_true: np.ndarray, y_pred: np.ndarray, y_std: np.ndarray, n_levels: int = 100,
-    df: np.ndarray | None = None,
+    df: np.ndarray | None = None, level_map: np.ndarray | None = None,
+    base_std: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Expected vs observed proportion in centred Gaussian intervals (uncertainty-toolbox).
 
     For each expected proportion p in linspace(0, 1, n_levels), the observed proportion is
     the fraction of z = (y_pred - y_true) / y_std inside [Phi^-1(1/2 - p/2), Phi^-1(1/2 + p/2)].
     With ``df`` the intervals are the Student-t's (per target): the observed proportion is
-    then the fraction of PIT values F(y) in [1/2 - p/2, 1/2 + p/2].
+    then the fraction of PIT values F(y) in [1/2 - p/2, 1/2 + p/2]; with a ``level_map``
+    (isotonic recalibration) the PIT values are R(F(y)), F at ``base_std``.
     """
     y, mu, sigma = _arrays(y_true, y_pred, y_std)
     expected = np.linspace(0.0, 1.0, n_levels)
     if not _all_finite(y, mu, sigma):
         return expected, np.full(n_levels, np.nan)
-    if df is None:
+    if level_map is not None:
+        from uqbench.metrics.level_map import pit
+
+        z = np.sort(pit(y, mu, base_std, level_map, df).ravel())
+        lower, upper = 0.5 - expected / 2.0, 0.5 + expected / 2.0
+    elif df is None:
         z = np.sort(((mu - y) / sigma).ravel())
         lower = ndtri(0.5 - expected / 2.0)
         upper = ndtri(0.5 + expected / 2.0)
@@ -214,14 +221,16 @@ def calibration_curve(
 
 def miscalibration_area(
     y_true: np.ndarray, y_pred: np.ndarray, y_std: np.ndarray, n_levels: int = 100,
-    df: np.ndarray | None = None,
+    df: np.ndarray | None = None, level_map: np.ndarray | None = None,
+    base_std: np.ndarray | None = None,
 ) -> float:
     """Area between the calibration curve and the diagonal (uncertainty-toolbox definition).
 
     Both curves are piecewise linear in p, so the area is integrated exactly, segment by
     segment, splitting a segment where the curves cross.
     """
-    expected, observed = calibration_curve(y_true, y_pred, y_std, n_levels, df)
+    expected, observed = calibration_curve(y_true, y_pred, y_std, n_levels, df, level_map,
+                                           base_std)
     d = observed - expected
     if not np.isfinite(d).all():
         return float("nan")
@@ -263,7 +272,8 @@ def ence(y_true: np.ndarray, y_pred: np.ndarray, y_std: np.ndarray, n_bins: int 
 
 def coverage(
     y_true: np.ndarray, y_pred: np.ndarray, y_std: np.ndarray, level: float = 0.95,
-    df: np.ndarray | None = None,
+    df: np.ndarray | None = None, level_map: np.ndarray | None = None,
+    base_std: np.ndarray | None = None,
 ) -> float:
     """Fraction of targets inside the central Gaussian (with ``df``: Student-t) interval of
     probability ``level``."""
@@ -272,6 +282,11 @@ def coverage(
     y, mu, sigma = _arrays(y_true, y_pred, y_std)
     if not _all_finite(y, mu, sigma):
         return float("nan")
+    if level_map is not None:  # isotonic recalibration: the central interval of R o F
+        from uqbench.metrics.level_map import pit
+
+        return float(np.mean(np.abs(pit(y, mu, base_std, level_map, df) - 0.5)
+                             <= level / 2.0))
     q = 0.5 + level / 2.0
     if df is not None:
         df = np.broadcast_to(np.asarray(df, dtype=np.float64), sigma.shape)

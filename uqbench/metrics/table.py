@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from uqbench.metrics import functions as F
+from uqbench.metrics import level_map as LM
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class Target:
     structure_score: np.ndarray
     vector_size: int = 1  # rank metrics group this many consecutive values (3: force vectors)
     df: np.ndarray | None = None  # Student-t degrees of freedom per value (else Gaussian)
+    level_map: np.ndarray | None = None  # isotonic recalibration: G = R o F (see level_map)
+    base_std: np.ndarray | None = None  # F's std where there is a level map
 
 
 @dataclass(frozen=True)
@@ -54,12 +57,16 @@ def _crps(t: Target) -> float:
     if t.samples is not None:
         # One sample (a deterministic model): the standard estimator, i.e. the MAE.
         return F.crps_ensemble(t.y_true, t.samples, fair=t.samples.shape[0] >= 2)
+    if t.level_map is not None:
+        return LM.crps(t.y_true, t.y_pred, t.base_std, t.level_map, t.df)
     if t.df is not None:
         return F.crps_student_t(t.y_true, t.y_pred, t.y_std, t.df)
     return F.crps_gaussian(t.y_true, t.y_pred, t.y_std)
 
 
 def _nll(t: Target) -> float:
+    if t.level_map is not None:
+        return LM.nll(t.y_true, t.y_pred, t.base_std, t.level_map, t.df)
     if t.df is not None:
         return F.nll_student_t(t.y_true, t.y_pred, t.y_std, t.df)
     return F.nll_gaussian(t.y_true, t.y_pred, t.y_std)
@@ -68,7 +75,8 @@ def _nll(t: Target) -> float:
 CRPS = MetricSpec(
     "crps", "CRPS", "target", "lower", _crps,
     summary="Fair ensemble CRPS from samples (standard for S = 1), else the closed form of "
-            "the predicted Gaussian or Student-t",
+            "the predicted Gaussian or Student-t (an isotonically recalibrated one by "
+            "quadrature over its quantiles)",
 )
 NLL = MetricSpec(
     "nll", "NLL", "nats", "lower", _nll,
@@ -99,7 +107,8 @@ SPEARMAN_ROBUST = MetricSpec(
 )
 MISCALIBRATION_AREA = MetricSpec(
     "miscalibration_area", "Miscalibration area", "", "lower",
-    lambda t: F.miscalibration_area(t.y_true, t.y_pred, t.y_std, df=t.df),
+    lambda t: F.miscalibration_area(t.y_true, t.y_pred, t.y_std, df=t.df,
+                                    level_map=t.level_map, base_std=t.base_std),
     summary="Area between the calibration curve of central Gaussian (Student-t where "
             "predicted) intervals and the diagonal",
 )
@@ -109,7 +118,8 @@ ENCE = MetricSpec(
 )
 COVERAGE_95 = MetricSpec(
     "coverage_95", "Coverage (95 %)", "", "target",
-    lambda t: F.coverage(t.y_true, t.y_pred, t.y_std, level=0.95, df=t.df), ideal=0.95,
+    lambda t: F.coverage(t.y_true, t.y_pred, t.y_std, level=0.95, df=t.df,
+                         level_map=t.level_map, base_std=t.base_std), ideal=0.95,
     summary="Fraction inside the central 95 % Gaussian (Student-t where predicted) "
             "interval; ideal 0.95",
 )
