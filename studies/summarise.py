@@ -21,6 +21,9 @@ def table(frame: pd.DataFrame, dataset: str, metric: str, digits: int = 2) -> st
     splits = ["test"] + sorted(s for s in part.split.unique() if s != "test")
     columns = [(s, t) for s in splits for t in ("energy", "forces")
                if ((part.split == s) & (part.target == t)).any()]
+    # one row per configuration (label: the method, with what differs from its other
+    # configurations, e.g. a recalibrated variant) and size
+    part = part.assign(method=part["label"] if "label" in part else part["method"])
     keys = ["method", "train_size", "split", "target"]
     stats = seed_stats(part.groupby(keys).value)
     flags = part.drop_duplicates(["method", "train_size", "seed"])

@@ -109,3 +109,18 @@ def test_a_failing_plugin_metric_loses_only_itself(tiny_nbody):
     assert math.isnan(metrics["test"]["energy"]["broken"])
     assert math.isfinite(metrics["test"]["energy"]["crps"])
     assert errors == {"broken": "RuntimeError: division by a plugin"}
+
+
+def test_training_size_is_not_a_variant_but_recalibration_is():
+    from uqbench.leaderboard import variants
+
+    def record(rid, size, **extra):
+        return {"run_id": rid, "dataset": {"key": "nbody"}, "method": {"key": "mve-egnn"},
+                "config": {"method": "mve-egnn", "params": {"lr": 0.001}, "seed": 0,
+                           "train_size": size, "dataset_options": {"train_size": size},
+                           **extra}}
+
+    found = variants([record("a", 100), record("b", 1000)])
+    assert found["a"][1] == found["b"][1] == "" and found["a"][0] == found["b"][0]
+    found = variants([record("a", 100), record("c", 100, recalibrate="scalar")])
+    assert found["a"][0] != found["c"][0] and "recalibrate" in found["c"][1]

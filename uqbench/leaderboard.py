@@ -42,6 +42,9 @@ def config_of(record: dict) -> dict:
     config = dict(record.get("config") or {})
     config.pop("seed", None)
     config.pop("train_size", None)
+    options = dict(config.get("dataset_options") or {})
+    options.pop("train_size", None)  # the runner puts the size here too
+    config["dataset_options"] = options
     params = dict(config.get("params") or {})
     params.pop("seed", None)
     config["params"] = params
