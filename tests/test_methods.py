@@ -108,3 +108,18 @@ def test_deterministic_reference(tiny_nbody):
     energy = res["test"]["energy"]
     assert energy["crps"] == pytest.approx(energy["mae"])  # one sample: CRPS is the MAE
     assert energy["n_zero_std"] == 20 and energy["nll"] == np.inf
+
+
+@pytest.mark.parametrize("key", ["mve-egnn", "evidential-egnn", "llpr-egnn"])
+def test_parametric_methods_save_and_load_their_whole_state(key, tiny_nbody, tmp_path):
+    """Heads (lazy layers), the LLPR Hessian inverse and calibration: all in the state."""
+    method = uqbench.create_method(key, max_steps=6, device="cpu",
+                                   backbone_options={"hidden": 8, "n_layers": 1})
+    method.fit(tiny_nbody.splits["train"], tiny_nbody.splits["val"])
+    method.save(tmp_path / "m")
+    loaded = type(method).load(tmp_path / "m")
+    test = tiny_nbody.splits["test"][:5]
+    a, b = method.predict_distribution(test), loaded.predict_distribution(test)
+    for field in ("energy_mean", "energy_std", "forces_std", "energy_df"):
+        if getattr(a, field) is not None:
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
