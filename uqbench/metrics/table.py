@@ -81,7 +81,7 @@ CRPS = MetricSpec(
 NLL = MetricSpec(
     "nll", "NLL", "nats", "lower", _nll,
     summary="Negative log-likelihood under a Gaussian with the predicted mean and std (the "
-            "Student-t where a method predicts one)",
+            "Student-t or isotonically recalibrated distribution where predicted)",
 )
 SPEARMAN = MetricSpec(
     "spearman", "Spearman(|error|, std)", "", "higher",
@@ -109,8 +109,9 @@ MISCALIBRATION_AREA = MetricSpec(
     "miscalibration_area", "Miscalibration area", "", "lower",
     lambda t: F.miscalibration_area(t.y_true, t.y_pred, t.y_std, df=t.df,
                                     level_map=t.level_map, base_std=t.base_std),
-    summary="Area between the calibration curve of central Gaussian (Student-t where "
-            "predicted) intervals and the diagonal",
+    summary="Area between the calibration curve of central intervals of the predicted "
+            "Gaussian (Student-t, isotonically recalibrated distribution where predicted) "
+            "and the diagonal",
 )
 ENCE = MetricSpec(
     "ence", "ENCE", "", "lower", lambda t: F.ence(t.y_true, t.y_pred, t.y_std),
@@ -120,8 +121,8 @@ COVERAGE_95 = MetricSpec(
     "coverage_95", "Coverage (95 %)", "", "target",
     lambda t: F.coverage(t.y_true, t.y_pred, t.y_std, level=0.95, df=t.df,
                          level_map=t.level_map, base_std=t.base_std), ideal=0.95,
-    summary="Fraction inside the central 95 % Gaussian (Student-t where predicted) "
-            "interval; ideal 0.95",
+    summary="Fraction inside the central 95 % interval of the predicted Gaussian (Student-t, "
+            "isotonically recalibrated distribution where predicted); ideal 0.95",
 )
 SHARPNESS = MetricSpec(
     "sharpness", "Sharpness", "target", "lower", lambda t: F.sharpness(t.y_std),
