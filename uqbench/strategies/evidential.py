@@ -109,7 +109,7 @@ class Evidential(TorchUQMethod):
     }
 
     def __init__(self, warm_start_fraction: float = 0.5, head_width: int = 32,
-                 evidential_weight: float = 0.01, lr_warmup: float = LR_WARMUP,
+                 evidential_weight: float = 0.001, lr_warmup: float = LR_WARMUP,
                  **kwargs) -> None:
         super().__init__(**kwargs)
         self.lr_warmup = lr_warmup
