@@ -207,27 +207,17 @@ class BLIP(TorchUQMethod):
         if not 0.0 <= self.warm_start_fraction < 1.0:
             raise ValueError(f"warm_start_fraction must be in [0, 1); got "
                              f"{self.warm_start_fraction}")
-        backbone = self.new_backbone(train_items)
-        stages = {}
         steps_per_epoch = math.ceil(len(train_items) / self.batch_size)
-        warm_epochs, warm_steps, vi_epochs, vi_steps = self.split_budget(
-            self.warm_start_fraction)
-        if self.warm_start_fraction > 0:
-            stages["warm_start"] = self.train_stage(backbone, train_items, val_items, self.loss,
-                                               warm_epochs, self.lr, member, "warm start",
-                                               max_steps=warm_steps)
-        model = self.wrap(backbone).to(self.device_, self._torch_dtype)
-        self._init_noise_scales(model, train_items)
-        self._n_train = len(train_items)
-        self._ramp_steps = self.kl_anneal * (vi_steps if vi_steps is not None
-                                             else vi_epochs * steps_per_epoch)
-        self._step = 0
-        stages["variational"] = self.train_stage(model, train_items, val_items, self._elbo_loss,
-                                            vi_epochs, self.lr, member,
-                                            "variational inference", max_steps=vi_steps,
-                                            warmup_steps=self.stage_warmup(
-                                                vi_steps, vi_epochs, len(train_items)))
-        return model, self._staged_history(stages, "variational")
+
+        def prepare(model, vi_steps, vi_epochs):
+            self._init_noise_scales(model, train_items)
+            self._n_train = len(train_items)
+            self._ramp_steps = self.kl_anneal * (vi_steps if vi_steps is not None
+                                                 else vi_epochs * steps_per_epoch)
+            self._step = 0
+
+        return self.fit_warm_then(member, train_items, val_items, "variational",
+                                  self._elbo_loss, "variational inference", prepare=prepare)
 
     def _init_noise_scales(self, model: BLIPModel, train_items: list[dict]) -> None:
         """Start the likelihood's noise scales at the RMS residual of the (noise-free)

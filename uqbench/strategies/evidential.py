@@ -30,10 +30,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from uqbench.backbones.adapter import BackboneWrapper, energy_and_forces
+from uqbench.backbones.adapter import energy_and_forces
 from uqbench.backbones.graph import at_energy_labels, at_force_labels, mean_or_zero
 from uqbench.params import Interval
 from uqbench.strategies.base import LR_WARMUP, TorchUQMethod
+from uqbench.strategies.heads import AtomHeads
 
 EVIDENCE_FLOOR = 1e-6
 
@@ -64,18 +65,11 @@ def nig_moments(nu: torch.Tensor, alpha: torch.Tensor,
     return torch.sqrt(aleatoric + epistemic), torch.sqrt(epistemic), 2.0 * alpha
 
 
-class EvidentialHeads(BackboneWrapper):
+class EvidentialHeads(AtomHeads):
     """A backbone with two NIG heads on its final atom states (see the module doc)."""
 
     def __init__(self, backbone: nn.Module, features, width: int) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self._features = features  # (model, batch) -> [n_atoms, F]: the adapter's hook
-        self.energy_head = nn.Sequential(nn.LazyLinear(width), nn.SiLU(), nn.LazyLinear(3))
-        self.force_head = nn.Sequential(nn.LazyLinear(width), nn.SiLU(), nn.LazyLinear(3))
-
-    def forward(self, batch, **kwargs) -> torch.Tensor:
-        return self.backbone(batch, **kwargs)
+        super().__init__(backbone, features, width, n_out=3)
 
     @staticmethod
     def _nig(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -87,7 +81,7 @@ class EvidentialHeads(BackboneWrapper):
     def evidence(self, batch):
         """(nu, alpha, beta) of the energy per atom per structure [n_structures] and of the
         force components per atom [n_atoms], in loss units."""
-        h = self._features(self.backbone, batch)
+        h = self.atom_states(batch)
         counts = torch.zeros(batch.n_structures, dtype=h.dtype, device=h.device).index_add_(
             0, batch.structure, torch.ones_like(h[:, 0]))
         pooled = torch.zeros(batch.n_structures, h.shape[1], dtype=h.dtype,
@@ -123,26 +117,14 @@ class Evidential(TorchUQMethod):
     def fit_member(self, member, train_items, val_items):
         """MSE warm start of the backbone, then the evidential loss of backbone and heads;
         the budget split by ``warm_start_fraction`` as MVE's and BLIP's."""
-        backbone = self.new_backbone(train_items, member)
-        stages = {}
-        warm_epochs, warm_steps, ev_epochs, ev_steps = self.split_budget(
-            self.warm_start_fraction)
-        if self.warm_start_fraction > 0:
-            stages["warm_start"] = self.train_stage(
-                backbone, train_items, val_items, self.loss, warm_epochs, self.lr, member,
-                "warm start", max_steps=warm_steps)
-        model = self.wrap(backbone).to(self.device_, self._torch_dtype)
         from uqbench.training import batches
 
-        with torch.no_grad():  # give the lazy heads their input size before training
-            model.evidence(next(iter(batches(train_items[:1], 1, self.device_,
-                                             self._torch_dtype))))
-        stages["evidential"] = self.train_stage(model, train_items, val_items,
-                                                self.evidential_loss, ev_epochs, self.lr,
-                                                member, "evidential", max_steps=ev_steps,
-                                                warmup_steps=self.stage_warmup(
-                                                    ev_steps, ev_epochs, len(train_items)))
-        return model, self._staged_history(stages, "evidential")
+        def prepare(model, *_):
+            model.materialise(next(iter(batches(train_items[:1], 1, self.device_,
+                                                self._torch_dtype))))
+
+        return self.fit_warm_then(member, train_items, val_items, "evidential",
+                                  self.evidential_loss, "evidential", prepare=prepare)
 
     def evidential_loss(self, model: EvidentialHeads, batch) -> torch.Tensor:
         """NIG NLL + evidential_weight x regulariser of the energy per atom, + force_weight x

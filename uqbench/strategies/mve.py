@@ -22,10 +22,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from uqbench.backbones.adapter import BackboneWrapper, energy_and_forces
+from uqbench.backbones.adapter import energy_and_forces
 from uqbench.backbones.graph import at_energy_labels, at_force_labels, mean_or_zero
 from uqbench.params import Interval
 from uqbench.strategies.base import LR_WARMUP, TorchUQMethod
+from uqbench.strategies.heads import AtomHeads
 
 VARIANCE_FLOOR = 1e-6
 
@@ -36,23 +37,16 @@ def gaussian_nll(err: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
     return 0.5 * torch.log(var) + 0.5 * err**2 / var
 
 
-class VarianceHeads(BackboneWrapper):
+class VarianceHeads(AtomHeads):
     """A backbone with two variance heads on its final atom states (see the module doc)."""
 
     def __init__(self, backbone: nn.Module, features, width: int) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self._features = features  # (model, batch) -> [n_atoms, F]: the adapter's hook
-        self.energy_head = nn.Sequential(nn.LazyLinear(width), nn.SiLU(), nn.LazyLinear(1))
-        self.force_head = nn.Sequential(nn.LazyLinear(width), nn.SiLU(), nn.LazyLinear(1))
-
-    def forward(self, batch, **kwargs) -> torch.Tensor:
-        return self.backbone(batch, **kwargs)
+        super().__init__(backbone, features, width, n_out=1)
 
     def variances(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Energy variance per structure [n_structures] and force variance per atom
         [n_atoms], in loss units squared (the energy one of the total, not per atom)."""
-        h = self._features(self.backbone, batch)
+        h = self.atom_states(batch)
         v = nn.functional.softplus(self.energy_head(h)).squeeze(-1) + VARIANCE_FLOOR
         w = nn.functional.softplus(self.force_head(h)).squeeze(-1) + VARIANCE_FLOOR
         var_e = torch.zeros(batch.n_structures, dtype=v.dtype, device=v.device).index_add_(
@@ -85,27 +79,14 @@ class MeanVariance(TorchUQMethod):
     def fit_member(self, member, train_items, val_items):
         """MSE warm start of the backbone, then the NLL of backbone and heads together; the
         budget (steps, else epochs) split by ``warm_start_fraction`` as BLIP's is."""
-        backbone = self.new_backbone(train_items, member)
-        stages = {}
-        warm_epochs, warm_steps, nll_epochs, nll_steps = self.split_budget(
-            self.warm_start_fraction)
-        if self.warm_start_fraction > 0:
-            stages["warm_start"] = self.train_stage(
-                backbone, train_items, val_items, self.loss, warm_epochs, self.lr, member,
-                "warm start", max_steps=warm_steps)
-        model = self.wrap(backbone).to(self.device_, self._torch_dtype)
-        with torch.no_grad():  # give the lazy heads their input size before training
-            model.variances(next(iter(self._batches_of(train_items[:1]))))
-        stages["nll"] = self.train_stage(model, train_items, val_items, self.nll_loss,
-                                         nll_epochs, self.lr, member, "NLL",
-                                         max_steps=nll_steps, warmup_steps=self.stage_warmup(
-                                             nll_steps, nll_epochs, len(train_items)))
-        return model, self._staged_history(stages, "nll")
+        return self.fit_warm_then(member, train_items, val_items, "nll", self.nll_loss, "NLL",
+                                  prepare=lambda model, *_: model.materialise(
+                                      self._first_batch(train_items)))
 
-    def _batches_of(self, items):
+    def _first_batch(self, items):
         from uqbench.training import batches
 
-        return batches(items, self.batch_size, self.device_, self._torch_dtype)
+        return next(iter(batches(items[:1], self.batch_size, self.device_, self._torch_dtype)))
 
     def nll_loss(self, model: VarianceHeads, batch) -> torch.Tensor:
         """Gaussian NLL of the energy per atom + force_weight x that of the force

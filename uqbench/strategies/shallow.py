@@ -96,18 +96,8 @@ class ShallowEnsemble(TorchUQMethod):
         return ShallowHeads(backbone, self._adapter, self.n_heads, self.head_noise)
 
     def fit_member(self, member, train_items, val_items):
-        backbone = self.new_backbone(train_items, member)
-        warm_epochs, warm_steps, nll_epochs, nll_steps = self.split_budget(
-            self.warm_start_fraction)
-        stages = {"warm_start": self.train_stage(
-            backbone, train_items, val_items, self.loss, warm_epochs, self.lr, member,
-            "warm start", max_steps=warm_steps)}
-        model = self.wrap(backbone).to(self.device_, self._torch_dtype)
-        stages["nll"] = self.train_stage(model, train_items, val_items, self.nll_loss,
-                                         nll_epochs, self.lr, member, "heads NLL",
-                                         max_steps=nll_steps, warmup_steps=self.stage_warmup(
-                                             nll_steps, nll_epochs, len(train_items)))
-        return model, self._staged_history(stages, "nll")
+        return self.fit_warm_then(member, train_items, val_items, "nll", self.nll_loss,
+                                  "heads NLL")
 
     def nll_loss(self, model: ShallowHeads, batch) -> torch.Tensor:
         """Gaussian NLL of the heads' mean and variance: energy per atom + force_weight x
