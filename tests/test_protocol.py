@@ -163,6 +163,30 @@ def test_compare_leaves_collapsed_seeds_out_unless_asked(tmp_path):
         "n_seeds"].tolist() == [2]
 
 
+def test_compare_on_one_dataset_ignores_the_configurations_of_another():
+    import pandas as pd
+
+    from uqbench.compare import relative_improvement
+    from uqbench.errors import UQBenchError
+
+    rows = []
+    for dataset, configs in (("d", ("x",)), ("e", ("y", "z"))):
+        for config in configs:
+            for method, value in (("a", 1.0), ("b", 2.0)):
+                rows.append({"dataset": dataset, "train_size": 10, "split": "test",
+                             "target": "energy", "seed": 0, "metric": "crps", "value": value,
+                             "quick": False, "method": method, "config": config,
+                             "variant": config, "collapsed": False})
+    frame = pd.DataFrame(rows)
+    with pytest.raises(UQBenchError, match="configurations on e"):
+        relative_improvement(frame, "a", "b", "crps")
+    out = relative_improvement(frame, "a", "b", "crps", dataset="d")
+    assert out["dataset"].tolist() == ["d"]
+    assert out["improvement_pct_mean"].tolist() == [50.0]
+    with pytest.raises(UQBenchError, match="no results for dataset"):
+        relative_improvement(frame, "a", "b", "crps", dataset="nope")
+
+
 # -- reproducibility ----------------------------------------------------------------------
 def test_records_hold_threads_commit_budget_and_are_bit_identical_when_rerun(tmp_path):
     cfg = _cfg(tmp_path / "a", "p-egnn", max_steps=6, finetune_fraction=0.5)

@@ -312,9 +312,10 @@ def leaderboard(results: Path, out: Path) -> None:
                    "(the `config` column of results.csv).")
 @click.option("--baseline-config", default=None, metavar="HASH",
               help="The same for the baseline.")
+@click.option("--dataset", default=None, help="Compare on this dataset only (default: all).")
 def compare(results: Path, method: str, baseline: str, metric: str, out: Path | None,
             include_collapsed: bool, method_config: str | None,
-            baseline_config: str | None) -> None:
+            baseline_config: str | None, dataset: str | None) -> None:
     """Relative improvement of METHOD over BASELINE, paired by seed, per training size.
 
     Only runs of one configuration each are paired (quick runs never); seeds where either
@@ -326,7 +327,8 @@ def compare(results: Path, method: str, baseline: str, metric: str, out: Path | 
     if not results.is_dir():
         raise UQBenchError(f"no results directory {str(results)!r}")
     table = relative_improvement(tidy(load_records(results)[0]), method, baseline, metric,
-                                 include_collapsed, method_config, baseline_config)
+                                 include_collapsed, method_config, baseline_config,
+                                 dataset)
     click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -31,15 +31,21 @@ def _one_configuration(part: pd.DataFrame, who: str, flag: str, wanted: str | No
 def relative_improvement(frame: pd.DataFrame, method: str, baseline: str,
                          metric: str = "crps", include_collapsed: bool = False,
                          method_config: str | None = None,
-                         baseline_config: str | None = None) -> pd.DataFrame:
+                         baseline_config: str | None = None,
+                         dataset: str | None = None) -> pd.DataFrame:
     """Improvement of ``method`` over ``baseline`` in % of the baseline, paired by seed.
 
     For a lower-is-better metric: 100 (baseline - method) / baseline; for higher-is-better:
     100 (method - baseline) / |baseline|. One row per dataset x train size x split x
     target, with the mean, standard deviation, min and max over the paired seeds. A seed
     where either run is ``collapsed`` is left out of the pairing unless
-    ``include_collapsed`` (``n_collapsed_excluded`` counts them per row).
+    ``include_collapsed`` (``n_collapsed_excluded`` counts them per row). ``dataset``
+    restricts the comparison to one dataset.
     """
+    if dataset is not None:
+        if dataset not in set(frame["dataset"]):
+            raise UQBenchError(f"no results for dataset {dataset!r}")
+        frame = frame[frame["dataset"] == dataset]
     rows = frame[frame["metric"] == metric]
     if "direction" in rows and not rows.empty:  # from its spec, as recorded or registered
         direction = rows["direction"].iloc[0]
