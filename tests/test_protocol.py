@@ -330,3 +330,39 @@ def test_learning_rate_warmup_shrinks_the_first_adam_steps(tiny_nbody, warmup):
                 for p, b in zip(model.parameters(), before, strict=True))
     expected = lr / warmup if warmup else lr
     assert moved == pytest.approx(expected, rel=1e-3)
+
+
+def test_group_scores_split_a_pooled_spearman_by_phase():
+    """Two phases: within each, error and std rise together; between them the phase with
+    the larger errors has the smaller stds, so the pooled ranking turns negative."""
+    from ase import Atoms
+    from scipy.stats import spearmanr
+
+    from uqbench.metrics.table import SPEARMAN
+    from uqbench.prediction import Prediction
+    from uqbench.scoring import group_scores, targets
+
+    structures, errors, stds = [], [], []
+    for phase, base_error, base_std in (("a", 1.0, 1.0), ("b", 5.0, 0.1)):
+        for k in range(6):
+            atoms = Atoms("H2", positions=[[0, 0, 0], [1, 0, 0]])
+            atoms.info["energy"] = 0.0
+            atoms.info["phase"] = phase
+            atoms.arrays["forces"] = np.zeros((2, 3))
+            structures.append(atoms)
+            errors.append(base_error + 0.1 * k)
+            stds.append(base_std * (1 + 0.1 * k))
+    n = np.full(len(structures), 2)
+    errors, stds = np.array(errors), np.array(stds)
+    pred = Prediction(n_atoms=n, energy_mean=2 * errors, energy_std=2 * stds,
+                      forces_mean=np.zeros((2 * len(n), 3)),
+                      forces_std=np.ones((2 * len(n), 3)))
+    found = group_scores({"test": pred}, {"test": structures})["test"]
+    assert found["key"] == "phase"
+    pooled = SPEARMAN.compute(targets(pred, structures)["energy"])
+    assert pooled == pytest.approx(spearmanr(errors, stds).statistic) and pooled < 0
+    for phase, mask in (("a", slice(0, 6)), ("b", slice(6, 12))):
+        group = found["energy"][phase]
+        assert group["n"] == 6 and group["spearman"] == pytest.approx(1.0)
+        assert group["mean_abs_error"] == pytest.approx(errors[mask].mean())
+        assert group["mean_std"] == pytest.approx(stds[mask].mean())

@@ -236,6 +236,12 @@ def group_scores(predictions: dict[str, Prediction], splits: dict[str, list[Atom
     value: a pooled ranking over several phases or cell sizes can follow the family rather
     than the uncertainty. Beside them each family's mean |error| and mean std (what a
     between-family confound is made of). Splits without such a label are left out."""
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConstantInputWarning)  # as in `score`
+        return _group_scores(predictions, splits)
+
+
+def _group_scores(predictions: dict[str, Prediction], splits: dict[str, list[Atoms]]) -> dict:
     from uqbench.metrics.table import SPEARMAN, SPEARMAN_ROBUST
 
     out: dict = {}
