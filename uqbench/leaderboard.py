@@ -80,9 +80,16 @@ def variants(records: list[dict]) -> dict[str, tuple[str, str]]:
         keys = sorted(set().union(*flat.values()))
         differ = [k for k in keys if len({json_text(f.get(k)) for f in flat.values()}) > 1]
         for h, f in flat.items():
-            labels[h] = ", ".join(f"{k}={json_text(f.get(k))}" for k in differ[:4]) + (
+            labels[h] = ", ".join(_difference(k, f.get(k)) for k in differ[:4]) + (
                 ", ..." if len(differ) > 4 else "")
     return {rid: (h, labels.get(h, "")) for rid, h in ids.items()}
+
+
+def _difference(key: str, value) -> str:
+    """How a label names one differing setting (a recalibration reads as such)."""
+    if key == "recalibrate":
+        return "raw" if value is None else f"recalibrated {value}"
+    return f"{key}={json_text(value)}"
 
 
 def json_text(value) -> str:
