@@ -28,13 +28,14 @@ _UNITS = {"energy": "eV/atom", "forces": "eV/Å"}
 
 #: Figures are drawn to stay readable at 1200 px: at most this many panels per row.
 MAX_COLUMNS = 3
-#: Okabe & Ito's colour-blind-safe palette (black last: the deterministic reference).
+#: Okabe & Ito's colour-blind-safe palette, and a brown for the ninth strategy (black
+#: last: the deterministic reference).
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442",
-           "#000000"]
+           "#8C564B", "#000000"]
 #: One colour per strategy, in this order, everywhere (figures and web pages); unknown
 #: strategies (plugins) take the remaining colours by a stable hash of their name.
 STRATEGIES = ["p", "blip", "ensemble", "mcdropout", "mve", "evidential", "llpr",
-              "deterministic"]
+              "shallow-ensemble", "deterministic"]
 BACKBONES = ("egnn", "chgnet", "orb")
 _MARKERS = {"egnn": "o", "chgnet": "s", "orb": "^"}
 
@@ -92,8 +93,10 @@ def metric_vs_train_size(frame: pd.DataFrame, metric: str, split: str, target: s
                 & (frame["target"] == target) & ~frame["quick"]]
     hue = "label" if "label" in sub else "method"
     methods = sorted(sub[hue].unique())
+    # a recalibrated configuration: its method's colour, dashed
+    dashes = {m: (4, 2) if "recalibrated" in m else "" for m in methods}
     sns.lineplot(data=sub, x="train_size", y="value", hue=hue, style=hue,
-                 markers={m: method_marker(m) for m in methods}, dashes=False,
+                 markers={m: method_marker(m) for m in methods}, dashes=dashes,
                  errorbar="sd", err_style="bars", ax=ax, hue_order=methods,
                  style_order=methods, palette={m: method_colour(m) for m in methods})
     _axis_scale(ax, "x", sub["train_size"])
@@ -115,13 +118,21 @@ def metric_vs_train_size_grid(frame: pd.DataFrame, metric: str, path: Path) -> P
     cells = [(split, target) for split in _ordered_splits(frame["split"].unique())
              for target in targets]
     fig, axes = _grid(len(cells))
-    for k, ((split, target), ax) in enumerate(zip(cells, axes, strict=True)):
+    for ax, (split, target) in zip(axes, cells, strict=True):
         metric_vs_train_size(frame, metric, split, target, ax)
-        if k and ax.get_legend() is not None:
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes:  # one legend for the figure, below the panels, not over the data
+        if ax.get_legend() is not None:
             ax.get_legend().remove()
     dataset = frame["dataset"].iloc[0]
     fig.suptitle(f"{dataset}: {_label(metric)} vs training size "
-                 "(mean ± sd over seeds)")
+                 "(mean ± sd over seeds; dashed: recalibrated)")
+    if handles:
+        rows = -(-len(labels) // 4)
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4),
+                   fontsize=8, frameon=False)
+        fig.tight_layout(rect=(0, 0.035 * rows, 1, 1))
+        return _save(fig, path, layout=False)
     return _save(fig, path)
 
 
