@@ -155,6 +155,21 @@ def test_shallow_ensemble_heads_are_potentials_and_its_loss_is_the_nll(tiny_nbod
     assert pred.energy_samples.shape[0] == 4
 
 
+def test_egnn_readout_hooks_reproduce_its_energy(tiny_nbody):
+    """The adapter's pooled readout, mapped by energy_from_readout, is EGNN's own energy."""
+    from uqbench.backbones.adapter import make_adapter
+    from uqbench.backbones.graph import collate
+
+    adapter = make_adapter("egnn", {"hidden": 16, "n_layers": 2})
+    model = adapter.build().double()
+    items = adapter.graph_items(tiny_nbody.splits["train"][:6])
+    adapter.fit_normalisation(model, items)
+    batch = collate(items, torch.float64)
+    h = adapter.node_features(model, batch)
+    pooled = adapter.pool_readout(model, batch, h, adapter.readout(model)).squeeze(-1)
+    torch.testing.assert_close(adapter.energy_from_readout(model, batch, pooled), model(batch))
+
+
 def test_recalibration_without_val_is_one_line_before_fitting(tmp_path, capsys):
     import ase.io
 

@@ -60,6 +60,22 @@ def orb_ckpt(tmp_path_factory):
     return paths
 
 
+@pytest.fixture(scope="module")
+def chgnet_small_ckpt(tmp_path_factory):
+    """A small random CHGNet (readout width 16 rather than 64) as a checkpoint: the
+    families whose cost grows with the readout width (LLPR: one backward pass per
+    last-layer feature) are tested on it."""
+    from chgnet.model import CHGNet
+
+    torch.manual_seed(0)
+    model = CHGNet(atom_fea_dim=16, bond_fea_dim=16, angle_fea_dim=16, n_conv=2,
+                   atom_conv_hidden_dim=16, bond_conv_hidden_dim=16, mlp_hidden_dims=(16,),
+                   num_radial=9, num_angular=9)
+    path = tmp_path_factory.mktemp("chgnet") / "chgnet-small.ckpt"
+    torch.save({"model": model.as_dict()}, path)
+    return path
+
+
 def _adapter(backbone, orb_ckpt, variant="conservative", **options):
     if backbone == "orb":
         options["weights"] = str(orb_ckpt[variant])
@@ -399,3 +415,69 @@ def test_chgnet_weights_are_read_as_data_never_as_code(tmp_path, capsys):
     assert set(got) == set(ref)
     for name, tensor in got.items():
         torch.testing.assert_close(tensor, ref[name])
+
+
+# -- the readout hooks (MVE, evidential, LLPR and shallow ensembles on any backbone) -------
+
+@pytest.mark.parametrize(("backbone", "variant"), [("chgnet", None), ("orb", "conservative"),
+                                                   ("orb", "direct")])
+def test_readout_hooks_reproduce_the_energy(backbone, variant, orb_ckpt):
+    """energy_from_readout(pool_readout(node_features, readout)) is the backbone's own
+    energy, and perturbing the readout's last layer changes it (the hook is live)."""
+    adapter = _adapter(backbone, orb_ckpt, variant or "conservative")
+    model = adapter.build().eval()
+    adapter.fit_normalisation(model, adapter.graph_items(_cells(bks_labels=True)))
+    batch = collate(adapter.graph_items(_cells()))
+    h = adapter.node_features(model, batch)
+    assert h.shape[0] == int(batch.n_atoms.sum())
+    readout = adapter.readout(model)
+    pooled = adapter.pool_readout(model, batch, h, readout).squeeze(-1)
+    energy = adapter.energy_from_readout(model, batch, pooled)
+    own = energy_and_forces(model, batch)[0] if variant == "direct" else model(batch)
+    torch.testing.assert_close(energy, own.detach(), rtol=1e-6, atol=1e-4)
+    last = [m for m in readout.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.bias.add_(0.1)
+    shifted = adapter.energy_from_readout(
+        model, batch, adapter.pool_readout(model, batch, h, readout).squeeze(-1))
+    assert (shifted - energy).abs().min() > 1e-3
+
+
+@pytest.mark.parametrize("backbone", ["chgnet", "orb"])
+@pytest.mark.parametrize("family", ["mve", "evidential", "llpr", "shallow-ensemble"])
+def test_families_fit_and_predict_on_foundation_backbones(family, backbone, orb_ckpt,
+                                                          chgnet_small_ckpt):
+    """Each family runs on each foundation backbone (small random checkpoints: CHGNet's
+    packaged weights are tested by the hooks test above): a finite mean that stays on the
+    data's energy scale, positive stds, and the family's own parts."""
+    train = _cells(bks_labels=True)
+    method = uqbench.create_method(f"{family}-{backbone}", max_epochs=2, batch_size=2,
+                                   device="cpu")
+    if family == "shallow-ensemble":
+        method.set_params(n_heads=3)
+    weights = orb_ckpt["conservative"] if backbone == "orb" else chgnet_small_ckpt
+    method.set_params(backbone_options={"weights": str(weights)})
+    method.fit(train, train)
+    pred = method.predict_distribution(train)
+    n_atoms = sum(len(a) for a in train)
+    assert pred.forces_mean.shape == (n_atoms, 3)
+    assert np.all(np.isfinite(pred.forces_mean)) and np.all(pred.forces_std > 0)
+    assert np.all(pred.energy_std > 0)
+    err = np.abs(pred.energy_mean - [a.info["energy"] for a in train]) / [len(a) for a in train]
+    assert err.max() < 1.0
+    if family == "shallow-ensemble":
+        assert pred.forces_samples.shape == (method.n_heads, n_atoms, 3)
+    if family == "evidential":
+        assert np.all(pred.forces_df > 2) and pred.forces_epistemic_std is not None
+    if family == "llpr":
+        assert method.fitted_info()["calibration"]["alpha2"] > 0
+
+
+def test_direct_force_orb_is_refused_by_gradient_families(orb_ckpt):
+    adapter = _adapter("orb", orb_ckpt, "direct")
+    from uqbench.strategies.llpr import LastLayer
+    from uqbench.strategies.shallow import ShallowHeads
+
+    for build in (lambda m: LastLayer(m, adapter), lambda m: ShallowHeads(m, adapter, 2, 0.1)):
+        with pytest.raises(ValueError, match="conservative backbone"):
+            build(adapter.build())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -122,9 +123,26 @@ class BackboneAdapter:
         raise NotImplementedError(f"backbone {self.name!r} exposes no node features")
 
     def readout(self, model: nn.Module) -> nn.Module:
-        """The module mapping `node_features` to each atom's (normalised) energy, so that
-        atom energy = energy_scale x readout(h) + energy_shift (for readout ensembles)."""
+        """The backbone's energy readout on `node_features` (an ``nn.Sequential``, for
+        readout ensembles and last-layer methods): pooled by `pool_readout`, its output
+        gives the energy through `energy_from_readout`."""
         raise NotImplementedError(f"backbone {self.name!r} exposes no readout")
+
+    def pool_readout(self, model: nn.Module, batch, h: torch.Tensor,
+                     layers: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """``layers`` (the readout, a copy of it, or its first layers) applied to the atom
+        states ``h`` as the backbone applies its readout, pooled per structure
+        [n_structures, k]: here per atom, then summed over each structure's atoms."""
+        out = layers(h)
+        return torch.zeros(batch.n_structures, out.shape[-1], dtype=out.dtype,
+                           device=out.device).index_add_(0, batch.structure, out)
+
+    def energy_from_readout(self, model: nn.Module, batch,
+                            pooled: torch.Tensor) -> torch.Tensor:
+        """Energies [n_structures] (eV) from the pooled readout output [n_structures], an
+        affine map: energy_scale x pooled + energy_shift x n_atoms here. For the backbone's
+        own readout this is its energy (tested for every built-in backbone)."""
+        return model.energy_scale * pooled + model.energy_shift * batch.n_atoms.to(pooled.dtype)
 
     def dropout_layers(self, model: nn.Module) -> list[nn.Dropout]:
         return [m for m in model.modules() if isinstance(m, nn.Dropout)]

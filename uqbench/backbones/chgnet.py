@@ -149,6 +149,38 @@ class CHGNetAdapter(FoundationAdapter):
         last = [m for m in model.model.mlp.modules() if isinstance(m, nn.Linear)][-1]
         last.reset_parameters()
 
+    def node_features(self, model: nn.Module, batch) -> torch.Tensor:
+        """The atom states CHGNet's readout MLP reads (after its last convolution and
+        readout norm), taken by a forward hook on that MLP: CHGNet computes them inside one
+        call (``_compute``), which this does not re-implement."""
+        m = model.model
+        if not m.mlp_first:
+            raise ValueError("this CHGNet pools atom states before its readout "
+                             "(mlp_first = False): it has no per-atom readout to expose")
+        seen: list[torch.Tensor] = []
+        handle = m.mlp.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+        try:
+            model.raw_energy(batch)
+        finally:
+            handle.remove()
+        return seen[0]
+
+    def readout(self, model: nn.Module) -> nn.Module:
+        """CHGNet's readout MLP (its layers: Linear/SiLU blocks ending in Linear -> 1)."""
+        return model.model.mlp.layers
+
+    def energy_from_readout(self, model: nn.Module, batch,
+                            pooled: torch.Tensor) -> torch.Tensor:
+        """CHGNet's energy: the summed site energies (its pooling is a sum), plus its
+        composition model (per atom for the intensive model) and the fitted shift."""
+        m = model.model
+        n = batch.n_atoms.to(pooled.dtype)
+        energy = pooled
+        if m.composition_model is not None:
+            composition = m.composition_model(list(batch.extras)).to(pooled.dtype)
+            energy = energy + (composition * n if m.is_intensive else composition)
+        return energy + model.energy_shift * n
+
     def norm_sites(self, model: nn.Module) -> list[Site]:
         m = model.model
         sites = []

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -48,7 +49,8 @@ class OrbBackbone(FoundationBackbone):
         self.model = model
         self.direct_forces = direct
 
-    def _graph(self, batch):
+    def graph(self, batch):
+        """Orb's batched ``AtomGraphs`` with positions and edge vectors from ``batch``."""
         from orb_models.forcefield.base import batch_graphs
 
         graph = batch_graphs(list(batch.extras))
@@ -62,7 +64,7 @@ class OrbBackbone(FoundationBackbone):
 
     def _outputs(self, batch) -> dict[str, torch.Tensor]:
         reg = self.model
-        graph = self._graph(batch)
+        graph = self.graph(batch)
         if self.direct_forces:
             return reg.predict(graph)  # heads denormalised, pair repulsion added
         # ConservativeForcefieldRegressor.forward without its own autograd step.
@@ -209,6 +211,41 @@ class OrbAdapter(FoundationAdapter):
         last = [m for m in model.model.heads["energy"].mlp.modules()
                 if isinstance(m, nn.Linear)][-1]
         last.reset_parameters()
+
+    def node_features(self, model: nn.Module, batch) -> torch.Tensor:
+        """The atom states Orb's heads read (its GNS's ``node_features``)."""
+        return model.model.model(model.graph(batch))["node_features"]
+
+    def readout(self, model: nn.Module) -> nn.Module:
+        """The energy head's MLP (``NN-i`` Linear / ``Act-i`` layers; it reads the mean (or
+        summed) atom state of a structure, not each atom's)."""
+        return model.model.heads["energy"].mlp
+
+    def pool_readout(self, model: nn.Module, batch, h: torch.Tensor,
+                     layers: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """Orb's energy head pools first: n_atoms x layers(mean of h) for a head that
+        predicts the average atom energy, layers(sum of h) for one that predicts the total."""
+        head = model.model.heads["energy"]
+        summed = torch.zeros(batch.n_structures, h.shape[-1], dtype=h.dtype,
+                             device=h.device).index_add_(0, batch.structure, h)
+        if not head.atom_avg:
+            return layers(summed)
+        n = batch.n_atoms.to(h.dtype)[:, None]
+        return n * layers(summed / n)
+
+    def energy_from_readout(self, model: nn.Module, batch,
+                            pooled: torch.Tensor) -> torch.Tensor:
+        """Orb's energy: the head's denormalisation (its normaliser, times n_atoms for an
+        average-energy head, plus the reference energies), the pair repulsion where the
+        model has one, and the fitted shift."""
+        reg = model.model
+        head = reg.heads["energy"]
+        graph = model.graph(batch)
+        n = batch.n_atoms.to(pooled.dtype)
+        energy = head.denormalize(pooled / n if head.atom_avg else pooled, graph)
+        if reg.pair_repulsion:
+            energy = energy + reg.pair_repulsion_fn(graph)["energy"]
+        return energy + model.energy_shift * n
 
     def _stacks(self, model: nn.Module):
         gns = model.model.model

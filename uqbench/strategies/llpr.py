@@ -2,11 +2,13 @@
 post-hoc, Laplace-like uncertainty for a trained deterministic model.
 
 The backbone trains exactly as the deterministic baseline (the MSE loss, the whole budget;
-same seed, same weights). Its readout's last Linear layer maps last-layer features
-phi(h_i) (everything of the readout before that layer) to atom energies, so in loss units
-the energy per atom is w . f(A) + b with f(A) = mean_i phi(h_i), and each force component
-is -w . g with g = d(sum_i phi(h_i)) / d r_(i, alpha). Treating w as the only uncertain
-parameters, the loss's Gauss-Newton Hessian over the training set is
+same seed, same weights). Its readout's last Linear layer maps last-layer features phi
+(everything of the readout before that layer) to energies, pooled per structure as the
+backbone pools its readout (the adapter's `pool_readout`: F(A) = sum_i phi(h_i) on EGNN and
+CHGNet, n_A phi(mean_i h_i) on Orb), so the energy per atom is affine in w . f(A) with
+f(A) = F(A) / n_A, and each force component in w . g with g = dF / d r_(i, alpha) (the
+backbone's unit, energy_scale on EGNN, is absorbed by alpha below). Treating w as the only
+uncertain parameters, the loss's Gauss-Newton Hessian over the training set is
 
     H = (1/N_E) sum_A f(A) f(A)^T + force_weight (1/N_F) sum_(i, alpha) g g^T
 
@@ -45,15 +47,22 @@ class LastLayer(BackboneWrapper):
 
     def __init__(self, backbone: nn.Module, adapter) -> None:
         super().__init__()
+        if getattr(backbone, "direct_forces", False):
+            raise ValueError("LLPR's force variances are gradients of the energy's last-layer "
+                             "features: it needs a conservative backbone, not a direct-force "
+                             "one")
         self.backbone = backbone
         self._adapter = adapter
         readout = adapter.readout(backbone)
+        layers = list(readout) if isinstance(readout, nn.Sequential) else []
+        while layers and isinstance(layers[-1], nn.Identity):  # (Orb's output "activation")
+            layers.pop()
         linears = [m for m in readout.modules() if isinstance(m, nn.Linear)]
-        if not isinstance(readout, nn.Sequential) or readout[-1] is not linears[-1]:
+        if not layers or layers[-1] is not linears[-1]:
             raise ValueError("LLPR needs a readout that is an nn.Sequential ending in its "
                              "last Linear layer")
         # (a plain list: the layers are the backbone's own, registered there once)
-        self._before_last = list(readout)[:-1]
+        self._before_last = layers[:-1]
         width = linears[-1].in_features
         self.register_buffer("inverse", torch.zeros(width, width))
         self.register_buffer("alpha2", torch.ones(()))
@@ -62,15 +71,17 @@ class LastLayer(BackboneWrapper):
         return self.backbone(batch, **kwargs)
 
     def features(self, batch, positions: torch.Tensor) -> torch.Tensor:
-        """Summed last-layer features per structure [n_structures, L] at ``positions``."""
+        """Pooled last-layer features per structure [n_structures, L] at ``positions``."""
         from dataclasses import replace
 
-        h = self._adapter.node_features(self.backbone, replace(batch, positions=positions))
-        phi = h
+        batch = replace(batch, positions=positions)
+        h = self._adapter.node_features(self.backbone, batch)
+        return self._adapter.pool_readout(self.backbone, batch, h, self._last_layer_features)
+
+    def _last_layer_features(self, h: torch.Tensor) -> torch.Tensor:
         for layer in self._before_last:
-            phi = layer(phi)
-        return torch.zeros(batch.n_structures, phi.shape[1], dtype=phi.dtype,
-                           device=phi.device).index_add_(0, batch.structure, phi)
+            h = layer(h)
+        return h
 
     def feature_gradients(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-atom-mean features f [n_structures, L] and their position gradients g

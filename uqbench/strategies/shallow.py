@@ -3,11 +3,12 @@
 After an MSE warm start of the backbone (``warm_start_fraction`` of the budget, its own
 readout), its readout is copied into ``n_heads`` heads, each copy's last layer perturbed
 (Gaussian noise of ``head_noise`` x the layer's weight RMS) so the heads start apart. Head k
-gives a whole potential: E_k = sum_i (energy_scale x head_k(h_i) + energy_shift), F_k =
--grad E_k. Backbone and heads then minimise the Gaussian NLL of the ensemble, mean and
-variance over the heads, of the energy per atom and of the force components (as Kellner &
-Ceriotti's NLL training of the last-layer ensemble; forces from each head by autograd). At
-prediction the K heads are K samples.
+gives a whole potential: E_k is the backbone's energy with head k as its readout (the
+adapter's `pool_readout` and `energy_from_readout`; on EGNN E_k = sum_i (energy_scale x
+head_k(h_i) + energy_shift)), F_k = -grad E_k. Backbone and heads then minimise the
+Gaussian NLL of the ensemble, mean and variance over the heads, of the energy per atom and
+of the force components (as Kellner & Ceriotti's NLL training of the last-layer ensemble;
+forces from each head by autograd). At prediction the K heads are K samples.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ class ShallowHeads(BackboneWrapper):
 
     def __init__(self, backbone: nn.Module, adapter, n_heads: int, noise: float) -> None:
         super().__init__()
+        if getattr(backbone, "direct_forces", False):
+            raise ValueError("a shallow ensemble's heads are potentials (forces -grad E): it "
+                             "needs a conservative backbone, not a direct-force one")
         self.backbone = backbone
         self._adapter = adapter
         readout = adapter.readout(backbone)
@@ -43,12 +47,12 @@ class ShallowHeads(BackboneWrapper):
         """Energies of every head [K, n_structures] (eV)."""
         if positions is not None:
             batch = _with_positions(batch, positions)
-        h = self._adapter.node_features(self.backbone, batch)
-        atom = torch.stack([head(h).squeeze(-1) for head in self.heads])  # [K, n_atoms]
-        atom = atom * self.energy_scale + self.energy_shift
-        out = torch.zeros(len(self.heads), batch.n_structures, dtype=atom.dtype,
-                          device=atom.device)
-        return out.index_add_(1, batch.structure, atom)
+        adapter, backbone = self._adapter, self.backbone
+        h = adapter.node_features(backbone, batch)
+        return torch.stack([
+            adapter.energy_from_readout(
+                backbone, batch, adapter.pool_readout(backbone, batch, h, head).squeeze(-1))
+            for head in self.heads])
 
     def forward(self, batch) -> torch.Tensor:
         """The ensemble's mean energy [n_structures]."""
