@@ -84,3 +84,35 @@ def test_profiles_overlay_the_sweep_file(tmp_path, capsys):
         load_sweep(path, "small")
     assert main(["sweep", str(path), "--profile", "small", "--out", str(tmp_path / "o")]) == 2
     assert "no profile" in capsys.readouterr().err
+
+
+def test_several_recalibrations_from_one_fit(tmp_path, capsys):
+    """recalibrate: [scalar, isotonic] writes the raw record and one per kind from one fit,
+    each kind under the id a run of that kind alone has; a rerun skips; a bad kind is one
+    line before any work."""
+    import json
+
+    from uqbench.runner import each_recalibration, planned_path
+
+    path = tmp_path / "s.yaml"
+    path.write_text("methods: [mcdropout-egnn]\ndatasets: [nbody]\ntrain_sizes: [12]\n"
+                    "quick: true\nrecalibrate: [scalar, isotonic]\n"
+                    "params: [{set: {max_steps: 4, n_samples: 3}}]\n")
+    out = tmp_path / "out"
+    (cfg,) = expand(load_sweep(path), out)
+    assert run_sweep([cfg], progress=False) == {"done": 1, "skipped": 0, "failed": 0}
+    records = [json.loads(p.read_text()) for p in out.rglob("*.json")]
+    kinds = sorted((r.get("recalibration") or {}).get("method", "raw") for r in records)
+    assert kinds == ["isotonic", "raw", "scalar"]
+    (raw,) = [r for r in records if not r.get("recalibration")]
+    assert all(r["recalibration"]["raw_record"] == raw["run_id"] for r in records
+               if r.get("recalibration"))
+    for one in each_recalibration(cfg):
+        assert planned_path(one).exists()
+    assert run_sweep([cfg], progress=False) == {"done": 0, "skipped": 1, "failed": 0}
+    capsys.readouterr()
+    assert main(["run", "-m", "egnn", "-d", "nbody", "--quick", "--recalibrate",
+                 "scalar,bogus", "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err
+    assert "uqbench: error: --recalibrate must be one or more of" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o2").exists()

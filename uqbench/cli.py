@@ -43,6 +43,13 @@ def cli() -> None:
     setup_logging()
 
 
+def _kinds(text: str | None):
+    """``--recalibrate``: one kind, or comma-separated kinds (a tuple)."""
+    if text is None or "," not in text:
+        return text
+    return tuple(k.strip() for k in text.split(","))
+
+
 @cli.command()
 @click.option("--method", "-m", required=True, help="Method key, e.g. ensemble-egnn "
               "(see `uqbench methods`).")
@@ -79,11 +86,12 @@ def cli() -> None:
               help="torch threads for this run (default 1: safe when runs share cores; a "
                    "lone CHGNet/Orb run is faster with all cores, see benchmarks/threads.json;"
                    " recorded, since the count changes the numbers slightly).")
-@click.option("--recalibrate", type=click.Choice(["scalar", "isotonic"]), default=None,
+@click.option("--recalibrate", metavar="KIND[,KIND]", default=None,
               help="Also recalibrate the predictive distribution on the val split and write "
-                   "a second record with it (the raw record is written too): scalar, one "
+                   "a record with it (the raw record is written too): scalar, one "
                    "std factor per target (the NLL minimiser); isotonic, a monotone map of "
-                   "CDF levels per target (Kuleshov et al. 2018). Means never change.")
+                   "CDF levels per target (Kuleshov et al. 2018); scalar,isotonic writes "
+                   "both from the one fit. Means never change.")
 def run(method, dataset, train_size, seed, device, n_samples, out, quick, params,
         dataset_options, data_path, split_key, weights, threads, recalibrate) -> None:
     """Fit METHOD on DATASET, predict every test split, score, and write one record.
@@ -104,7 +112,7 @@ def run(method, dataset, train_size, seed, device, n_samples, out, quick, params
                     device=device, n_samples=n_samples, quick=quick,
                     params=_parse_params(params), out=out, dataset_options=options,
                     weights=str(weights.resolve()) if weights else None,
-                    threads=threads or DEFAULT_THREADS, recalibrate=recalibrate)
+                    threads=threads or DEFAULT_THREADS, recalibrate=_kinds(recalibrate))
     path, record = do_run(cfg)
     click.echo(f"{method} on {dataset} (train size {record['train_size']}, seed {seed}, "
                f"{record['device']}, {record['threads']} thread(s)): "

@@ -47,7 +47,9 @@ class RunConfig:
     out: Path = Path("results")
     weights: str | None = None  # a local checkpoint for a pretrained backbone
     threads: int = DEFAULT_THREADS  # torch's intra-op threads for this run
-    recalibrate: str | None = None  # post-hoc recalibration on val (uqbench.recalibration)
+    # post-hoc recalibration on val (uqbench.recalibration): one kind, or several written
+    # from the one fit
+    recalibrate: str | tuple[str, ...] | None = None
 
 
 #: Backbones that start from pretrained weights (and take ``--weights``).
@@ -130,9 +132,11 @@ def _prepare(cfg: RunConfig):
     if cfg.recalibrate is not None:
         from uqbench.recalibration import METHODS
 
-        if cfg.recalibrate not in METHODS:
-            raise UQBenchError(f"--recalibrate must be one of {', '.join(METHODS)}; got "
-                               f"{cfg.recalibrate!r}")
+        kinds = recalibrations(cfg)
+        bad = [k for k in kinds if k not in METHODS]
+        if bad or not kinds or len(set(kinds)) < len(kinds):
+            raise UQBenchError(f"--recalibrate must be one or more of {', '.join(METHODS)}, "
+                               f"each once; got {','.join(kinds) or 'none'}")
     if cfg.n_samples is not None and cfg.n_samples < 1:
         raise UQBenchError(f"--n-samples must be a positive integer; got {cfg.n_samples}")
     runner_set = {"seed": "--seed", "device": "--device"}
@@ -212,6 +216,32 @@ def identity(cfg: RunConfig, method, data_kwargs: dict) -> tuple[str, dict]:
     return run_id(config), config
 
 
+def recalibrations(cfg: RunConfig) -> tuple[str, ...]:
+    """The recalibration kinds of ``cfg``, in order (none, one, or several)."""
+    if cfg.recalibrate is None:
+        return ()
+    if isinstance(cfg.recalibrate, str):
+        return (cfg.recalibrate,)
+    if isinstance(cfg.recalibrate, list | tuple):
+        return tuple(cfg.recalibrate)
+    raise UQBenchError(f"--recalibrate must be a kind or a list of kinds; got "
+                       f"{cfg.recalibrate!r}")
+
+
+def each_recalibration(cfg: RunConfig) -> list[RunConfig]:
+    """``cfg`` once per recalibration kind (each kind's record is its own configuration);
+    ``[cfg]`` without recalibration."""
+    from dataclasses import replace as replaced
+
+    return [replaced(cfg, recalibrate=k) for k in recalibrations(cfg)] or [cfg]
+
+
+def planned_paths(cfg: RunConfig) -> list[Path]:
+    """Where the records a run of ``cfg`` writes (one per recalibration kind, else its one
+    record) are or will be: the run is done when all exist."""
+    return [planned_path(c) for c in each_recalibration(cfg)]
+
+
 def planned_path(cfg: RunConfig) -> Path:
     """Where the record of ``cfg`` is (or will be) written. At a dataset's default training
     size the record is named by the size found when the data is loaded, so an existing one
@@ -227,10 +257,11 @@ def planned_path(cfg: RunConfig) -> Path:
 
 
 def run(cfg: RunConfig) -> tuple[Path, dict]:
-    """Do the whole flow for one configuration and write its record; returns (path, record).
-    Progress goes to the ``uqbench`` logger and to ``<record>.log`` beside the record."""
+    """Do the whole flow for one configuration and write its record; returns (path, record)
+    (with several recalibration kinds, the last kind's). Progress goes to the ``uqbench``
+    logger and to ``<record>.log`` beside the (first recalibrated) record."""
     method, data_kwargs = prepare(cfg)
-    rid, _ = identity(cfg, method, data_kwargs)
+    rid, _ = identity(each_recalibration(cfg)[0], method, data_kwargs)
     name = registry.dataset_name(cfg.dataset)
     log = log_to_file(record_path(cfg.out, name, cfg.method, rid).with_suffix(".log"))
     try:
@@ -244,7 +275,7 @@ def run(cfg: RunConfig) -> tuple[Path, dict]:
 def _run(cfg: RunConfig, method, data_kwargs: dict, log) -> tuple[Path, dict]:
     import torch
 
-    rid, config = identity(cfg, method, data_kwargs)
+    rid, config = identity(each_recalibration(cfg)[0], method, data_kwargs)
     name = registry.dataset_name(cfg.dataset)
     torch.set_num_threads(cfg.threads)
     _seed_everything(cfg.seed)
@@ -283,28 +314,34 @@ def _run(cfg: RunConfig, method, data_kwargs: dict, log) -> tuple[Path, dict]:
              "predict_s": predict_s, "train_size": train_size}
     if not cfg.recalibrate:
         return _write_record(cfg, method, rid, config, predictions, facts)
-    # The same fit gives two records: the raw one (the configuration without
-    # recalibration, so a plain run of it is not repeated) and the recalibrated one.
+    # The same fit gives the raw record (the configuration without recalibration, so a
+    # plain run of it is not repeated) and one recalibrated record per kind.
     from dataclasses import replace as replaced
 
     from uqbench import recalibration
 
+    def named(run_id: str) -> str:  # at the dataset's default size: by the size found
+        return f"n{train_size}-{run_id.split('-', 1)[1]}" if cfg.train_size is None else run_id
+
     raw_cfg = replaced(cfg, recalibrate=None)
     raw_rid, raw_config = identity(raw_cfg, method, data_kwargs)
-    if cfg.train_size is None:
-        raw_rid = f"n{train_size}-{raw_rid.split('-', 1)[1]}"
+    raw_rid = named(raw_rid)
     _write_record(raw_cfg, method, raw_rid, raw_config, predictions, facts)
     val = dataset.splits.get("val")
     val_pred = method.predict_distribution(val, cfg.n_samples) if val else None
-    fitted = recalibration.fit(cfg.recalibrate, val_pred, val)
-    note("recalibration (%s) on val: %s", cfg.recalibrate,
-         recalibration.describe(cfg.recalibrate, fitted))
-    adjusted = {s: recalibration.apply_kind(cfg.recalibrate, p, fitted)
-                for s, p in predictions.items()}
-    key = "factors" if cfg.recalibrate == "scalar" else "level_maps"
-    extra = {"recalibration": {"method": cfg.recalibrate, key: fitted,
-                               "fitted_on": "val", "raw_record": raw_rid}}
-    return _write_record(cfg, method, rid, config, adjusted, facts, extra)
+    for kind_cfg in each_recalibration(cfg):
+        kind = kind_cfg.recalibrate
+        kind_rid, kind_config = identity(kind_cfg, method, data_kwargs)
+        fitted = recalibration.fit(kind, val_pred, val)
+        note("recalibration (%s) on val: %s", kind, recalibration.describe(kind, fitted))
+        adjusted = {s: recalibration.apply_kind(kind, p, fitted)
+                    for s, p in predictions.items()}
+        key = "factors" if kind == "scalar" else "level_maps"
+        extra = {"recalibration": {"method": kind, key: fitted,
+                                   "fitted_on": "val", "raw_record": raw_rid}}
+        written = _write_record(kind_cfg, method, named(kind_rid), kind_config, adjusted,
+                                facts, extra)
+    return written
 
 
 def _write_record(cfg: RunConfig, method, rid: str, config: dict, predictions: dict,

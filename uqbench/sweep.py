@@ -8,6 +8,7 @@ A sweep file (YAML) names the grid and hyperparameter rules applied in order:
     seeds: [0, 1, 2]
     threads: 1                    # optional: torch threads per run (recorded)
     recalibrate: scalar           # optional: also write each run recalibrated on val
+                                  # (a list, e.g. [scalar, isotonic]: one record per kind)
     dataset_options:              # optional: loader options per dataset (checked)
       nbody: {test_size: 500}
     params:                       # optional; later rules win
@@ -49,7 +50,7 @@ from uqbench.errors import UQBenchError
 from uqbench.params import merge
 from uqbench.progress import Progress
 from uqbench.results import write_json_atomic
-from uqbench.runner import DEFAULT_THREADS, RunConfig, planned_path, run
+from uqbench.runner import DEFAULT_THREADS, RunConfig, planned_paths, run
 
 GRID_KEYS = ("methods", "datasets", "train_sizes", "seeds")
 OPTIONAL_KEYS = ("params", "quick", "n_samples", "device", "threads", "cluster", "profiles",
@@ -161,11 +162,16 @@ def expand(spec: dict[str, Any], out: Path) -> list[RunConfig]:
                                  device=spec.get("device", "auto"),
                                  n_samples=spec.get("n_samples"),
                                  quick=bool(spec.get("quick", False)), params=params, out=out,
-                                 recalibrate=spec.get("recalibrate"),
+                                 recalibrate=_kinds(spec.get("recalibrate")),
                                  dataset_options=dict(
                                      (spec.get("dataset_options") or {}).get(dataset) or {}),
                                  threads=spec.get("threads", DEFAULT_THREADS)))
     return configs
+
+
+def _kinds(value):
+    """A sweep file's ``recalibrate``: one kind, or a list of kinds (a tuple here)."""
+    return tuple(value) if isinstance(value, list) else value
 
 
 def recorded(path: Path) -> bool:
@@ -183,8 +189,9 @@ def recorded(path: Path) -> bool:
 
 def run_one(cfg: RunConfig) -> str:
     """Run one configuration unless already recorded: 'done', 'skipped' or 'failed'."""
-    path = planned_path(cfg)
-    if recorded(path):
+    paths = planned_paths(cfg)
+    path = paths[0]
+    if all(recorded(p) for p in paths):
         return "skipped"
     try:
         run(cfg)
@@ -225,7 +232,7 @@ def run_sweep_dask(configs: list[RunConfig], scheduler: str | None = None,
     """
     from distributed import Client, LocalCluster, as_completed
 
-    todo = [c for c in configs if not recorded(planned_path(c))]
+    todo = [c for c in configs if not all(recorded(p) for p in planned_paths(c))]
     counts = {"done": 0, "skipped": len(configs) - len(todo), "failed": 0}
     if not todo:
         return counts
