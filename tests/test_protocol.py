@@ -187,6 +187,32 @@ def test_compare_on_one_dataset_ignores_the_configurations_of_another():
         relative_improvement(frame, "a", "b", "crps", dataset="nope")
 
 
+def test_compare_takes_the_raw_rows_where_configurations_differ_only_in_recalibration():
+    import pandas as pd
+
+    from uqbench.compare import relative_improvement
+    from uqbench.errors import UQBenchError
+
+    rows = []
+    for config, variant, value in (("r", "raw", 1.0), ("s", "recalibrated scalar", 9.0),
+                                   ("i", "recalibrated isotonic", 9.0)):
+        for method, v in (("a", value), ("b", 2.0)):
+            if method == "b" and config != "r":
+                continue
+            rows.append({"dataset": "d", "train_size": 10, "split": "test",
+                         "target": "energy", "seed": 0, "metric": "crps", "value": v,
+                         "quick": False, "method": method, "config": config + method,
+                         "variant": variant if method == "a" else "", "collapsed": False})
+    frame = pd.DataFrame(rows)
+    out = relative_improvement(frame, "a", "b", "crps")
+    assert out["improvement_pct_mean"].tolist() == [50.0]  # the raw a (1.0) against b (2.0)
+    assert relative_improvement(frame, "a", "b", "crps", method_config="sa")[
+        "improvement_pct_mean"].tolist() == [-350.0]
+    other = frame.assign(variant=frame["variant"].replace("recalibrated isotonic", "lr=0.1"))
+    with pytest.raises(UQBenchError, match="3 configurations on d"):
+        relative_improvement(other, "a", "b", "crps")
+
+
 # -- reproducibility ----------------------------------------------------------------------
 def test_records_hold_threads_commit_budget_and_are_bit_identical_when_rerun(tmp_path):
     cfg = _cfg(tmp_path / "a", "p-egnn", max_steps=6, finetune_fraction=0.5)

@@ -317,7 +317,8 @@ def leaderboard(results: Path, out: Path) -> None:
                    "than the constant predictor); left out by default.")
 @click.option("--method-config", default=None, metavar="HASH",
               help="Where METHOD has several configurations: the one whose hash starts so "
-                   "(the `config` column of results.csv).")
+                   "(the `config` column of results.csv). Configurations that differ only "
+                   "in recalibration default to the raw one.")
 @click.option("--baseline-config", default=None, metavar="HASH",
               help="The same for the baseline.")
 @click.option("--dataset", default=None, help="Compare on this dataset only (default: all).")

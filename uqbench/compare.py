@@ -10,7 +10,9 @@ from uqbench.errors import UQBenchError
 def _one_configuration(part: pd.DataFrame, who: str, flag: str, wanted: str | None
                        ) -> pd.DataFrame:
     """The runs of one configuration of a method per dataset: the one given (a prefix of
-    its hash), or the only one there is; several without a choice is a one-line error."""
+    its hash), or the only one there is, or, where the configurations differ only in
+    recalibration, the raw one (the others re-score the same fits); several otherwise
+    without a choice is a one-line error."""
     if "config" not in part:  # a frame made by hand: one configuration
         return part
     if wanted:
@@ -18,14 +20,21 @@ def _one_configuration(part: pd.DataFrame, who: str, flag: str, wanted: str | No
         if part.empty:
             raise UQBenchError(f"no configuration of {who} starts with {wanted!r}")
         return part
+    keep = []
     for dataset, runs in part.groupby("dataset"):
         configs = runs.drop_duplicates("config")
+        variants = list(configs["variant"])
+        if (len(configs) > 1 and variants.count("raw") == 1
+                and all(v == "raw" or str(v).startswith("recalibrated ") for v in variants)):
+            keep.append(runs[runs["variant"] == "raw"])
+            continue
+        keep.append(runs)
         if len(configs) > 1:
             listed = "; ".join(f"{c} = {v or '(no label)'}" for c, v in
                                zip(configs["config"], configs["variant"], strict=True))
             raise UQBenchError(f"{who} has {len(configs)} configurations on {dataset} "
                                f"({listed}); choose one with {flag} HASH")
-    return part
+    return pd.concat(keep) if keep else part
 
 
 def relative_improvement(frame: pd.DataFrame, method: str, baseline: str,
