@@ -48,6 +48,8 @@ def table(records: list[dict], dataset: str, target: str, split: str = "test",
         if r["dataset"]["key"] != dataset or r.get("quick"):
             continue
         method = r["method"]["key"]
+        if r.get("recalibration"):  # a recalibrated record is its own row, never pooled
+            method += f" [recalibrated {r['recalibration']['method']}]"  # with the raw one
         groups = (r.get("groups") or {}).get(split, {}).get(target) or {}
         if metric in ("mean_abs_error", "mean_std"):
             if from_curves and not any(metric in v for v in groups.values()):
