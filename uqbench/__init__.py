@@ -1,7 +1,8 @@
 """uqbench: benchmark uncertainty quantification of machine-learning interatomic potentials.
 
 Front doors: `load_dataset`, `create_method`, `Prediction`, `UQMethod`, `Dataset`; for
-writing a method on a backbone, `TorchUQMethod`, `energy_and_forces` and `GraphBatch`
+writing a method on a backbone, `TorchUQMethod` (and `WarmStarted` for a two-stage one),
+`energy_and_forces` and `GraphBatch`
 (imported, with torch, when first used). Importing uqbench does not import torch.
 """
 
@@ -15,9 +16,11 @@ from uqbench.registry import create_method, load_dataset
 __version__ = "0.1.0"
 __all__ = ["BackboneWrapper", "Dataset", "GraphBatch", "Prediction", "TorchUQMethod",
            "UQBenchError",
-           "UQCalculator", "UQMethod", "create_method", "energy_and_forces", "load_dataset"]
+           "UQCalculator", "UQMethod", "WarmStarted", "create_method", "energy_and_forces",
+           "load_dataset"]
 
 _LAZY = {"TorchUQMethod": "uqbench.strategies.base",
+         "WarmStarted": "uqbench.strategies.base",
          "BackboneWrapper": "uqbench.backbones.adapter",
          "energy_and_forces": "uqbench.backbones.adapter",
          "GraphBatch": "uqbench.backbones.graph"}

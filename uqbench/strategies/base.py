@@ -325,42 +325,6 @@ class TorchUQMethod(UQMethod):
             desc=f"{self.key or type(self).__name__} {what}", warmup_steps=warmup_steps,
         )
 
-    def fit_warm_then(self, member: int, train_items: list[dict],
-                      val_items: list[dict] | None, stage: str, loss_fn, what: str,
-                      prepare=None) -> tuple[nn.Module, dict]:
-        """The two-stage fit of a method built on a warm-started backbone: the backbone
-        trains with the MSE loss for ``warm_start_fraction`` of the budget (none at 0),
-        `wrap` builds the model around it, ``prepare(model, steps, epochs)`` readies it
-        for the second stage (optional; the stage's share of the budget), and ``loss_fn``
-        trains the whole model for the rest, its learning rate warming up over
-        ``lr_warmup`` of it. The history's stages are ``warm_start`` and ``stage``."""
-        backbone = self.new_backbone(train_items, member)
-        stages = {}
-        warm_epochs, warm_steps, epochs, steps = self.split_budget(self.warm_start_fraction)
-        if self.warm_start_fraction > 0:
-            stages["warm_start"] = self.train_stage(
-                backbone, train_items, val_items, self.loss, warm_epochs, self.lr, member,
-                "warm start", max_steps=warm_steps)
-        model = self.wrap(backbone).to(self.device_, self._torch_dtype)
-        if prepare is not None:
-            prepare(model, steps, epochs)
-        stages[stage] = self.train_stage(
-            model, train_items, val_items, loss_fn, epochs, self.lr, member, what,
-            max_steps=steps, warmup_steps=self.stage_warmup(steps, epochs, len(train_items)))
-        return model, self._staged_history(stages, stage)
-
-    def stage_warmup(self, stage_steps: int | None, stage_epochs: int,
-                     n_train: int) -> int:
-        """Warm-up steps of a stage that starts from trained weights: ``lr_warmup`` (a
-        fraction) of the stage's steps (of its epochs' steps where the budget is in
-        epochs), at least 1 where the fraction is positive."""
-        fraction = getattr(self, "lr_warmup", 0.0)
-        if fraction <= 0:
-            return 0
-        steps = (stage_steps if stage_steps is not None
-                 else stage_epochs * math.ceil(n_train / self.batch_size))
-        return max(1, int(round(fraction * steps)))
-
     @property
     def n_parameters(self) -> int | None:
         if not hasattr(self, "models_"):
@@ -497,3 +461,57 @@ def _labelled(structures: list[Atoms], split: str) -> list[Atoms]:
             raise UQBenchError(f"{split} structure {i} has a non-finite energy or force label")
         out.append(a)
     return out
+
+
+class WarmStarted(TorchUQMethod):
+    """A method whose backbone first trains with the MSE loss for ``warm_start_fraction``
+    of the budget, after which a second stage starts from those weights with a fresh
+    optimiser, its learning rate warming up over ``lr_warmup`` of the stage (BLIP, MVE,
+    evidential regression, shallow ensembles; a plugin's method of this shape too)."""
+
+    parameter_constraints = {
+        "warm_start_fraction": Interval(float, 0, 1, closed="left"),
+        "lr_warmup": Interval(float, 0, 1),
+    }
+
+    def __init__(self, warm_start_fraction: float = 0.5, lr_warmup: float = LR_WARMUP,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.warm_start_fraction = warm_start_fraction
+        self.lr_warmup = lr_warmup
+
+    def fit_warm_then(self, member: int, train_items: list[dict],
+                      val_items: list[dict] | None, stage: str, loss_fn, what: str,
+                      prepare=None) -> tuple[nn.Module, dict]:
+        """The two-stage fit of a method built on a warm-started backbone: the backbone
+        trains with the MSE loss for ``warm_start_fraction`` of the budget (none at 0),
+        `wrap` builds the model around it, ``prepare(model, steps, epochs)`` readies it
+        for the second stage (optional; the stage's share of the budget), and ``loss_fn``
+        trains the whole model for the rest, its learning rate warming up over
+        ``lr_warmup`` of it. The history's stages are ``warm_start`` and ``stage``."""
+        backbone = self.new_backbone(train_items, member)
+        stages = {}
+        warm_epochs, warm_steps, epochs, steps = self.split_budget(self.warm_start_fraction)
+        if self.warm_start_fraction > 0:
+            stages["warm_start"] = self.train_stage(
+                backbone, train_items, val_items, self.loss, warm_epochs, self.lr, member,
+                "warm start", max_steps=warm_steps)
+        model = self.wrap(backbone).to(self.device_, self._torch_dtype)
+        if prepare is not None:
+            prepare(model, steps, epochs)
+        stages[stage] = self.train_stage(
+            model, train_items, val_items, loss_fn, epochs, self.lr, member, what,
+            max_steps=steps, warmup_steps=self.stage_warmup(steps, epochs, len(train_items)))
+        return model, self._staged_history(stages, stage)
+
+    def stage_warmup(self, stage_steps: int | None, stage_epochs: int,
+                     n_train: int) -> int:
+        """Warm-up steps of a stage that starts from trained weights: ``lr_warmup`` (a
+        fraction) of the stage's steps (of its epochs' steps where the budget is in
+        epochs), at least 1 where the fraction is positive."""
+        fraction = self.lr_warmup
+        if fraction <= 0:
+            return 0
+        steps = (stage_steps if stage_steps is not None
+                 else stage_epochs * math.ceil(n_train / self.batch_size))
+        return max(1, int(round(fraction * steps)))

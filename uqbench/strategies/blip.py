@@ -41,7 +41,7 @@ from torch.nn import functional as F
 from uqbench.backbones.adapter import BackboneAdapter, BackboneWrapper, energy_and_forces
 from uqbench.backbones.graph import at_energy_labels, at_force_labels, mean_or_zero
 from uqbench.params import Interval, Options
-from uqbench.strategies.base import LR_WARMUP, TorchUQMethod
+from uqbench.strategies.base import WarmStarted
 from uqbench.training import fixed_noise, stress_components, uses_stress
 
 # Molchanov, Ashukha, Vetrov (2017), sparse variational dropout: -KL ~ k1 s(k2 + k3 la)
@@ -173,7 +173,7 @@ class BLIPModel(BackboneWrapper):
         return kl_gaussian(log_alpha, n_weights, log_abs_w, w2_over_var, log_std).mean()
 
 
-class BLIP(TorchUQMethod):
+class BLIP(WarmStarted):
     """BLIP-<backbone>: adaptive variational dropout trained by variational inference."""
 
     parameter_constraints = {
@@ -182,22 +182,17 @@ class BLIP(TorchUQMethod):
         "inference_hidden": Interval(int, 1),
         "init_log_alpha": Interval(float, None, LOG_ALPHA_MAX),
         "prior": Options(("gaussian", "log-uniform")),
-        "warm_start_fraction": Interval(float, 0, 1, closed="left"),
-        "lr_warmup": Interval(float, 0, 1),
     }
 
     def __init__(self, kl_weight: float = 1e-3, kl_anneal: float = 0.25,
                  inference_hidden: int = 32, init_log_alpha: float = -6.0,
-                 prior: str = "gaussian", warm_start_fraction: float = 0.5,
-                 lr_warmup: float = LR_WARMUP, **kwargs) -> None:
+                 prior: str = "gaussian", **kwargs) -> None:
         super().__init__(**kwargs)
-        self.lr_warmup = lr_warmup
         self.kl_weight = kl_weight
         self.kl_anneal = kl_anneal
         self.inference_hidden = inference_hidden
         self.init_log_alpha = init_log_alpha
         self.prior = prior
-        self.warm_start_fraction = warm_start_fraction
 
     def wrap(self, backbone: nn.Module) -> nn.Module:
         return BLIPModel(backbone, self._adapter, self.inference_hidden, self.init_log_alpha,

@@ -33,7 +33,7 @@ from torch.nn import functional as F
 from uqbench.backbones.adapter import energy_and_forces
 from uqbench.backbones.graph import at_energy_labels, at_force_labels, mean_or_zero
 from uqbench.params import Interval
-from uqbench.strategies.base import LR_WARMUP, TorchUQMethod
+from uqbench.strategies.base import WarmStarted
 from uqbench.strategies.heads import AtomHeads
 
 EVIDENCE_FLOOR = 1e-6
@@ -90,24 +90,19 @@ class EvidentialHeads(AtomHeads):
         return self._nig(self.energy_head(pooled)), self._nig(self.force_head(h))
 
 
-class Evidential(TorchUQMethod):
+class Evidential(WarmStarted):
     """Evidential-<backbone>: the backbone's mean with NIG heads, evidential loss after an
     MSE warm start; a Student-t per target (parametric)."""
 
     parametric = True
     parameter_constraints = {
-        "warm_start_fraction": Interval(float, 0, 1, closed="left"),
         "head_width": Interval(int, 1),
         "evidential_weight": Interval(float, 0),
-        "lr_warmup": Interval(float, 0, 1),
     }
 
-    def __init__(self, warm_start_fraction: float = 0.5, head_width: int = 32,
-                 evidential_weight: float = 0.001, lr_warmup: float = LR_WARMUP,
+    def __init__(self, head_width: int = 32, evidential_weight: float = 0.001,
                  **kwargs) -> None:
         super().__init__(**kwargs)
-        self.lr_warmup = lr_warmup
-        self.warm_start_fraction = warm_start_fraction
         self.head_width = head_width
         self.evidential_weight = evidential_weight
 

@@ -25,7 +25,7 @@ from torch import nn
 from uqbench.backbones.adapter import energy_and_forces
 from uqbench.backbones.graph import at_energy_labels, at_force_labels, mean_or_zero
 from uqbench.params import Interval
-from uqbench.strategies.base import LR_WARMUP, TorchUQMethod
+from uqbench.strategies.base import WarmStarted
 from uqbench.strategies.heads import AtomHeads
 
 VARIANCE_FLOOR = 1e-6
@@ -54,22 +54,17 @@ class VarianceHeads(AtomHeads):
         return var_e, w
 
 
-class MeanVariance(TorchUQMethod):
+class MeanVariance(WarmStarted):
     """MVE-<backbone>: the backbone's mean and two variance heads, NLL after an MSE warm
     start; a Gaussian per target (parametric)."""
 
     parametric = True
     parameter_constraints = {
-        "warm_start_fraction": Interval(float, 0, 1, closed="left"),
         "head_width": Interval(int, 1),
-        "lr_warmup": Interval(float, 0, 1),
     }
 
-    def __init__(self, warm_start_fraction: float = 0.5, head_width: int = 32,
-                 lr_warmup: float = LR_WARMUP, **kwargs) -> None:
+    def __init__(self, head_width: int = 32, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.lr_warmup = lr_warmup
-        self.warm_start_fraction = warm_start_fraction
         self.head_width = head_width
 
     def wrap(self, backbone: nn.Module) -> nn.Module:

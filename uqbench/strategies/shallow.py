@@ -21,7 +21,7 @@ from torch import nn
 from uqbench.backbones.adapter import BackboneWrapper
 from uqbench.backbones.graph import at_energy_labels, at_force_labels, mean_or_zero
 from uqbench.params import Interval
-from uqbench.strategies.base import LR_WARMUP, TorchUQMethod
+from uqbench.strategies.base import WarmStarted
 from uqbench.strategies.mve import VARIANCE_FLOOR, gaussian_nll
 
 
@@ -77,23 +77,18 @@ def _with_positions(batch, positions):
     return replace(batch, positions=positions)
 
 
-class ShallowEnsemble(TorchUQMethod):
+class ShallowEnsemble(WarmStarted):
     """Shallow-ensemble-<backbone>: K readout heads on one backbone, NLL of their spread."""
 
     parameter_constraints = {
         "n_heads": Interval(int, 2),
-        "warm_start_fraction": Interval(float, 0, 1, closed="neither"),
+        "warm_start_fraction": Interval(float, 0, 1, closed="neither"),  # heads need it
         "head_noise": Interval(float, 0),
-        "lr_warmup": Interval(float, 0, 1),
     }
 
-    def __init__(self, n_heads: int = 8, warm_start_fraction: float = 0.5,
-                 head_noise: float = 0.1, lr_warmup: float = LR_WARMUP,
-                 **kwargs) -> None:
+    def __init__(self, n_heads: int = 8, head_noise: float = 0.1, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.lr_warmup = lr_warmup
         self.n_heads = n_heads
-        self.warm_start_fraction = warm_start_fraction
         self.head_noise = head_noise
 
     def wrap(self, backbone: nn.Module) -> nn.Module:
