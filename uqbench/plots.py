@@ -67,6 +67,16 @@ def method_marker(method: str) -> str:
     return _MARKERS.get(method_parts(method)[1], "D")
 
 
+def variant_style(label: str | None) -> str:
+    """The line style of a configuration: raw solid, scalar-recalibrated dashed,
+    isotonic-recalibrated dotted (the colour stays the method's)."""
+    if label and "recalibrated isotonic" in label:
+        return ":"
+    if label and "recalibrated" in label:
+        return "--"
+    return "-"
+
+
 def _grid(n_panels: int, width: float = 4.6, height: float = 3.6):
     """A figure of ``n_panels`` panels, at most `MAX_COLUMNS` to a row; unused panels are
     hidden. Returns (figure, flat list of the used axes)."""
@@ -155,7 +165,8 @@ def calibration(curve: dict, ax: Axes | None = None, label: str | None = None) -
     if not _finite_pairs(curve["expected_proportion"], curve["observed_proportion"])[0].size:
         return _nothing_to_draw(ax)
     ax.plot(curve["expected_proportion"], curve["observed_proportion"], marker=".",
-            label=label, color=method_colour(label) if label else None)
+            label=label, color=method_colour(label) if label else None,
+            ls=variant_style(label))
     ax.set_xlabel("expected proportion in interval")
     ax.set_ylabel("observed proportion")
     ax.set_xlim(0, 1)
@@ -171,7 +182,7 @@ def rmse_vs_rmv(curve: dict, unit: str = "", ax: Axes | None = None,
     if not rmv.size:
         return _nothing_to_draw(ax)
     ax.plot(rmv, rmse, marker=method_marker(label) if label else "o", label=label,
-            color=method_colour(label) if label else None)
+            color=method_colour(label) if label else None, ls=variant_style(label))
     lo = min(min(rmv), min(rmse))
     hi = max(max(rmv), max(rmse))
     ax.plot([lo, hi], [lo, hi], color="0.6", lw=1, ls="--")
@@ -298,12 +309,21 @@ def leaderboard_figures(records: list[dict], out_dir: Path, dataset: str) -> lis
                     fn(curve, unit=f"({_UNITS.get(target, '')})", ax=ax, label=method)
             ax.set_title(f"{target}, {split}", fontsize=10)
         handles, labels = axes[0].get_legend_handles_labels()
+        bottom = 0.06
         if handles:
-            fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6),
-                       fontsize=8, frameon=False)
+            # the legend below the panels, in rows of four, with room made for it
+            ncol = min(len(labels), 4)
+            rows = -(-len(labels) // ncol)
+            width, height = fig.get_size_inches()
+            extra = 0.22 * rows + 0.2
+            fig.set_size_inches(width, height + extra)
+            bottom = extra / (height + extra)
+            fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8,
+                       frameon=False)
         fig.suptitle(f"{dataset}, train size {size}: {TITLES[name]}\n(first seed per "
-                     f"method){_quick_mark(quick)}", fontsize=11)
-        fig.tight_layout(rect=(0, 0.06, 1, 1))
+                     f"method; dashed: recalibrated scalar, dotted: isotonic)"
+                     f"{_quick_mark(quick)}", fontsize=11)
+        fig.tight_layout(rect=(0, bottom, 1, 1))
         written.append(_save(fig, out_dir / f"{dataset}-{name}.png", layout=False))
     return written
 
