@@ -103,8 +103,10 @@ def metric_vs_train_size(frame: pd.DataFrame, metric: str, split: str, target: s
                 & (frame["target"] == target) & ~frame["quick"]]
     hue = "label" if "label" in sub else "method"
     methods = sorted(sub[hue].unique())
-    # a recalibrated configuration: its method's colour, dashed
-    dashes = {m: (4, 2) if "recalibrated" in m else "" for m in methods}
+    # a recalibrated configuration: its method's colour, dashed (scalar) or dotted
+    # (isotonic); (1, 0) is solid (seaborn's "" draws solid lines but dashed legend keys)
+    dashes = {m: {"-": (1, 0), "--": (4, 2), ":": (1, 1.5)}[variant_style(m)]
+              for m in methods}
     sns.lineplot(data=sub, x="train_size", y="value", hue=hue, style=hue,
                  markers={m: method_marker(m) for m in methods}, dashes=dashes,
                  errorbar="sd", err_style="bars", ax=ax, hue_order=methods,
@@ -136,8 +138,13 @@ def metric_vs_train_size_grid(frame: pd.DataFrame, metric: str, path: Path) -> P
             ax.get_legend().remove()
     dataset = frame["dataset"].iloc[0]
     fig.suptitle(f"{dataset}: {_label(metric)} vs training size "
-                 "(mean ± sd over seeds; dashed: recalibrated)")
+                 "(mean ± sd over seeds; dashed: recalibrated scalar, dotted: isotonic)")
     if handles:
+        from matplotlib.lines import Line2D
+
+        # keys drawn here: seaborn's keys show every style dashed
+        handles = [Line2D([], [], color=method_colour(label), ls=variant_style(label),
+                          marker=method_marker(label)) for label in labels]
         rows = -(-len(labels) // 4)
         fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4),
                    fontsize=8, frameon=False)
