@@ -481,3 +481,21 @@ def test_direct_force_orb_is_refused_by_gradient_families(orb_ckpt):
     for build in (lambda m: LastLayer(m, adapter), lambda m: ShallowHeads(m, adapter, 2, 0.1)):
         with pytest.raises(ValueError, match="conservative backbone"):
             build(adapter.build())
+
+
+def test_chgnet_pooling_before_its_readout_has_no_atom_states(tmp_path):
+    """A CHGNet that pools atom states before its readout (mlp_first = False) has no
+    per-atom readout: node_features says so in one line rather than returning the wrong
+    tensor."""
+    from chgnet.model import CHGNet
+
+    model = CHGNet(atom_fea_dim=16, bond_fea_dim=16, angle_fea_dim=16, n_conv=2,
+                   atom_conv_hidden_dim=16, bond_conv_hidden_dim=16, mlp_hidden_dims=(16,),
+                   num_radial=9, num_angular=9, mlp_first=False)
+    path = tmp_path / "pooled-first.ckpt"
+    torch.save({"model": model.as_dict()}, path)
+    adapter = make_adapter("chgnet", {"weights": str(path)})
+    built = adapter.build()
+    batch = collate(adapter.graph_items(_cells()))
+    with pytest.raises(ValueError, match="mlp_first = False"):
+        adapter.node_features(built, batch)
