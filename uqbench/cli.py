@@ -43,13 +43,6 @@ def cli() -> None:
     setup_logging()
 
 
-def _kinds(text: str | None):
-    """``--recalibrate``: one kind, or comma-separated kinds (a tuple)."""
-    if text is None or "," not in text:
-        return text
-    return tuple(k.strip() for k in text.split(","))
-
-
 @cli.command()
 @click.option("--method", "-m", required=True, help="Method key, e.g. ensemble-egnn "
               "(see `uqbench methods`).")
@@ -112,7 +105,7 @@ def run(method, dataset, train_size, seed, device, n_samples, out, quick, params
                     device=device, n_samples=n_samples, quick=quick,
                     params=_parse_params(params), out=out, dataset_options=options,
                     weights=str(weights.resolve()) if weights else None,
-                    threads=threads or DEFAULT_THREADS, recalibrate=_kinds(recalibrate))
+                    threads=threads or DEFAULT_THREADS, recalibrate=recalibrate)
     path, record = do_run(cfg)
     click.echo(f"{method} on {dataset} (train size {record['train_size']}, seed {seed}, "
                f"{record['device']}, {record['threads']} thread(s)): "

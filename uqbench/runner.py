@@ -49,7 +49,7 @@ class RunConfig:
     threads: int = DEFAULT_THREADS  # torch's intra-op threads for this run
     # post-hoc recalibration on val (uqbench.recalibration): one kind, or several written
     # from the one fit
-    recalibrate: str | tuple[str, ...] | None = None
+    recalibrate: str | list[str] | tuple[str, ...] | None = None
 
 
 #: Backbones that start from pretrained weights (and take ``--weights``).
@@ -136,7 +136,7 @@ def _prepare(cfg: RunConfig):
         bad = [k for k in kinds if k not in METHODS]
         if bad or not kinds or len(set(kinds)) < len(kinds):
             raise UQBenchError(f"--recalibrate must be one or more of {', '.join(METHODS)}, "
-                               f"each once; got {','.join(kinds) or 'none'}")
+                               f"each once; got {','.join(map(str, kinds)) or 'none'}")
     if cfg.n_samples is not None and cfg.n_samples < 1:
         raise UQBenchError(f"--n-samples must be a positive integer; got {cfg.n_samples}")
     runner_set = {"seed": "--seed", "device": "--device"}
@@ -217,11 +217,13 @@ def identity(cfg: RunConfig, method, data_kwargs: dict) -> tuple[str, dict]:
 
 
 def recalibrations(cfg: RunConfig) -> tuple[str, ...]:
-    """The recalibration kinds of ``cfg``, in order (none, one, or several)."""
+    """The recalibration kinds of ``cfg``, in order (none, one, or several): a kind, a
+    comma-separated string of kinds (``--recalibrate scalar,isotonic``) or a list (a
+    sweep file's)."""
     if cfg.recalibrate is None:
         return ()
     if isinstance(cfg.recalibrate, str):
-        return (cfg.recalibrate,)
+        return tuple(k.strip() for k in cfg.recalibrate.split(","))
     if isinstance(cfg.recalibrate, list | tuple):
         return tuple(cfg.recalibrate)
     raise UQBenchError(f"--recalibrate must be a kind or a list of kinds; got "
@@ -238,22 +240,23 @@ def each_recalibration(cfg: RunConfig) -> list[RunConfig]:
 
 def planned_paths(cfg: RunConfig) -> list[Path]:
     """Where the records a run of ``cfg`` writes (one per recalibration kind, else its one
-    record) are or will be: the run is done when all exist."""
-    return [planned_path(c) for c in each_recalibration(cfg)]
+    record) are or will be: the run is done when all exist. At a dataset's default
+    training size a record is named by the size found when the data is loaded, so an
+    existing one is found by the rest of its name (seed and configuration hash)."""
+    method, data_kwargs = prepare(cfg)  # once: it may read a pretrained backbone
+    paths = []
+    for one in each_recalibration(cfg):
+        rid, _ = identity(one, method, data_kwargs)
+        path = record_path(cfg.out, registry.dataset_name(cfg.dataset), cfg.method, rid)
+        found = (sorted(path.parent.glob(f"n*-{rid.split('-', 1)[1]}.json"))
+                 if cfg.train_size is None else [])
+        paths.append(found[0] if found else path)
+    return paths
 
 
 def planned_path(cfg: RunConfig) -> Path:
-    """Where the record of ``cfg`` is (or will be) written. At a dataset's default training
-    size the record is named by the size found when the data is loaded, so an existing one
-    is found by the rest of its name (seed and configuration hash)."""
-    method, data_kwargs = prepare(cfg)
-    rid, _ = identity(cfg, method, data_kwargs)
-    path = record_path(cfg.out, registry.dataset_name(cfg.dataset), cfg.method, rid)
-    if cfg.train_size is None:
-        found = sorted(path.parent.glob(f"n*-{rid.split('-', 1)[1]}.json"))
-        if found:
-            return found[0]
-    return path
+    """Where the (first) record of ``cfg`` is or will be written (`planned_paths`)."""
+    return planned_paths(cfg)[0]
 
 
 def run(cfg: RunConfig) -> tuple[Path, dict]:

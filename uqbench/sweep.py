@@ -162,16 +162,11 @@ def expand(spec: dict[str, Any], out: Path) -> list[RunConfig]:
                                  device=spec.get("device", "auto"),
                                  n_samples=spec.get("n_samples"),
                                  quick=bool(spec.get("quick", False)), params=params, out=out,
-                                 recalibrate=_kinds(spec.get("recalibrate")),
+                                 recalibrate=spec.get("recalibrate"),
                                  dataset_options=dict(
                                      (spec.get("dataset_options") or {}).get(dataset) or {}),
                                  threads=spec.get("threads", DEFAULT_THREADS)))
     return configs
-
-
-def _kinds(value):
-    """A sweep file's ``recalibrate``: one kind, or a list of kinds (a tuple here)."""
-    return tuple(value) if isinstance(value, list) else value
 
 
 def recorded(path: Path) -> bool:
