@@ -145,12 +145,21 @@ def metric_vs_train_size_grid(frame: pd.DataFrame, metric: str, path: Path) -> P
         # keys drawn here: seaborn's keys show every style dashed
         handles = [Line2D([], [], color=method_colour(label), ls=variant_style(label),
                           marker=method_marker(label)) for label in labels]
-        rows = -(-len(labels) // 4)
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4),
-                   fontsize=8, frameon=False)
-        fig.tight_layout(rect=(0, 0.035 * rows, 1, 1))
+        fig.tight_layout(rect=(0, _legend_below(fig, handles, labels), 1, 1))
         return _save(fig, path, layout=False)
     return _save(fig, path)
+
+
+def _legend_below(fig, handles, labels) -> float:
+    """One legend for the figure below its panels, in rows of four, the figure made taller
+    to hold it; returns the fraction of the height it takes (for tight_layout's rect)."""
+    ncol = min(len(labels), 4)
+    rows = -(-len(labels) // ncol)
+    width, height = fig.get_size_inches()
+    extra = 0.22 * rows + 0.2
+    fig.set_size_inches(width, height + extra)
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    return extra / (height + extra)
 
 
 def _finite_pairs(x, y) -> tuple[np.ndarray, np.ndarray]:
@@ -316,17 +325,7 @@ def leaderboard_figures(records: list[dict], out_dir: Path, dataset: str) -> lis
                     fn(curve, unit=f"({_UNITS.get(target, '')})", ax=ax, label=method)
             ax.set_title(f"{target}, {split}", fontsize=10)
         handles, labels = axes[0].get_legend_handles_labels()
-        bottom = 0.06
-        if handles:
-            # the legend below the panels, in rows of four, with room made for it
-            ncol = min(len(labels), 4)
-            rows = -(-len(labels) // ncol)
-            width, height = fig.get_size_inches()
-            extra = 0.22 * rows + 0.2
-            fig.set_size_inches(width, height + extra)
-            bottom = extra / (height + extra)
-            fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8,
-                       frameon=False)
+        bottom = _legend_below(fig, handles, labels) if handles else 0.0
         fig.suptitle(f"{dataset}, train size {size}: {TITLES[name]}\n(first seed per "
                      f"method; dashed: recalibrated scalar, dotted: isotonic)"
                      f"{_quick_mark(quick)}", fontsize=11)

@@ -12,7 +12,7 @@ import torch
 from ase import Atoms
 from torch import nn
 
-from uqbench.backbones.graph import graph_item
+from uqbench.backbones.graph import graph_item, structure_sum
 
 PERIODIC_CUTOFF = 5.0  # Å: EGNN's default cutoff for periodic structures
 
@@ -133,9 +133,7 @@ class BackboneAdapter:
         """``layers`` (the readout, a copy of it, or its first layers) applied to the atom
         states ``h`` as the backbone applies its readout, pooled per structure
         [n_structures, k]: here per atom, then summed over each structure's atoms."""
-        out = layers(h)
-        return torch.zeros(batch.n_structures, out.shape[-1], dtype=out.dtype,
-                           device=out.device).index_add_(0, batch.structure, out)
+        return structure_sum(batch, layers(h))
 
     def energy_from_readout(self, model: nn.Module, batch,
                             pooled: torch.Tensor) -> torch.Tensor:

@@ -180,6 +180,13 @@ def at_force_labels(batch: GraphBatch, *values: torch.Tensor) -> tuple[torch.Ten
     return tuple(v[..., batch.forces_labelled, :] for v in values)
 
 
+def structure_sum(batch: GraphBatch, values: torch.Tensor) -> torch.Tensor:
+    """Per-atom ``values`` [n_atoms, k] summed over each structure's atoms
+    [n_structures, k]."""
+    return torch.zeros(batch.n_structures, values.shape[-1], dtype=values.dtype,
+                       device=values.device).index_add_(0, batch.structure, values)
+
+
 def mean_or_zero(values: torch.Tensor) -> torch.Tensor:
     """The mean, or zero (keeping the graph) when a batch has no label of this kind."""
     return values.mean() if values.numel() else values.sum()

@@ -23,7 +23,7 @@ from torch import nn
 
 from uqbench.backbones.adapter import Site, linear_sites
 from uqbench.backbones.foundation import FoundationAdapter, FoundationBackbone, load_plain
-from uqbench.backbones.graph import graph_item_from_edges
+from uqbench.backbones.graph import graph_item_from_edges, structure_sum
 from uqbench.dataset import FULL_FROM_VOIGT
 from uqbench.errors import UQBenchError
 from uqbench.progress import note
@@ -226,8 +226,7 @@ class OrbAdapter(FoundationAdapter):
         """Orb's energy head pools first: n_atoms x layers(mean of h) for a head that
         predicts the average atom energy, layers(sum of h) for one that predicts the total."""
         head = model.model.heads["energy"]
-        summed = torch.zeros(batch.n_structures, h.shape[-1], dtype=h.dtype,
-                             device=h.device).index_add_(0, batch.structure, h)
+        summed = structure_sum(batch, h)
         if not head.atom_avg:
             return layers(summed)
         n = batch.n_atoms.to(h.dtype)[:, None]

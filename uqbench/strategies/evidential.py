@@ -31,7 +31,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from uqbench.backbones.adapter import energy_and_forces
-from uqbench.backbones.graph import at_energy_labels, at_force_labels, mean_or_zero
+from uqbench.backbones.graph import (
+    at_energy_labels,
+    at_force_labels,
+    mean_or_zero,
+    structure_sum,
+)
 from uqbench.params import Interval
 from uqbench.strategies.base import WarmStarted
 from uqbench.strategies.heads import AtomHeads
@@ -82,11 +87,7 @@ class EvidentialHeads(AtomHeads):
         """(nu, alpha, beta) of the energy per atom per structure [n_structures] and of the
         force components per atom [n_atoms], in loss units."""
         h = self.atom_states(batch)
-        counts = torch.zeros(batch.n_structures, dtype=h.dtype, device=h.device).index_add_(
-            0, batch.structure, torch.ones_like(h[:, 0]))
-        pooled = torch.zeros(batch.n_structures, h.shape[1], dtype=h.dtype,
-                             device=h.device).index_add_(0, batch.structure, h)
-        pooled = pooled / counts[:, None]
+        pooled = structure_sum(batch, h) / batch.n_atoms.to(h.dtype)[:, None]
         return self._nig(self.energy_head(pooled)), self._nig(self.force_head(h))
 
 
