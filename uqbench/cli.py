@@ -328,6 +328,8 @@ def compare(results: Path, method: str, baseline: str, metric: str, out: Path | 
 
     if not results.is_dir():
         raise UQBenchError(f"no results directory {str(results)!r}")
+    if out is not None and out.suffix.lower() != ".csv":
+        raise UQBenchError(f"--out {str(out)!r} must name a .csv file")
     table = relative_improvement(tidy(load_records(results)[0]), method, baseline, metric,
                                  include_collapsed, method_config, baseline_config,
                                  dataset)
@@ -346,13 +348,18 @@ def plot(record: Path, out: Path | None) -> None:
     from uqbench.plots import record_figure
     from uqbench.results import read_record
 
+    out = out or record.with_suffix(".png")
+    if out.suffix.lower() != ".png":
+        raise UQBenchError(f"--out {str(out)!r} must name a .png file")
+    if out.exists() and record.exists() and out.resolve() == record.resolve():
+        raise UQBenchError(f"--out {str(out)!r} is the record itself; an output never "
+                           "overwrites an input")
     try:
         rec = read_record(record)
     except (OSError, ValueError) as exc:
         raise UQBenchError(f"cannot read record {str(record)!r}: {exc}") from None
     if not rec.get("curves"):
         raise UQBenchError(f"record {str(record)!r} holds no curves to plot")
-    out = out or record.with_suffix(".png")
     out.parent.mkdir(parents=True, exist_ok=True)
     click.echo(str(record_figure(rec, out)))
 

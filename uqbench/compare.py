@@ -59,7 +59,7 @@ def relative_improvement(frame: pd.DataFrame, method: str, baseline: str,
     if "direction" in rows and not rows.empty:  # from its spec, as recorded or registered
         direction = rows["direction"].iloc[0]
     else:
-        from uqbench.leaderboard import metric_info
+        from uqbench.metrics.table import metric_info
 
         direction = (metric_info().get(metric) or {}).get("direction", "unknown")
     if direction not in ("lower", "higher"):

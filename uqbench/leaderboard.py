@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 
-from uqbench.metrics.table import BUILTIN, spec_info
+from uqbench.metrics.table import BUILTIN, metric_info
 from uqbench.progress import note
-from uqbench.results import read_record
+from uqbench.results import COUNTS, output_path, read_record, write_text_atomic
 
 TIDY_COLUMNS = [
     "dataset", "method", "config", "variant", "label", "train_size", "seed", "quick", "split",
@@ -20,20 +19,6 @@ TIDY_COLUMNS = [
 HEADLINE = ("crps", "nll", "spearman", "spearman_robust", "miscalibration_area", "ence",
             "coverage_95", "rmse", "ood_auroc")
 _UNITS = {"energy": "eV/atom", "forces": "eV/Å"}
-#: Record entries that count rather than score (no better direction).
-COUNTS = ("n_structures", "n_targets", "n_nonfinite", "n_zero_std")
-
-
-def metric_info() -> dict[str, dict]:
-    """Label, unit, direction and ideal of every registered metric (plugins included)."""
-    from uqbench import registry
-    from uqbench.metrics.table import MetricSpec
-
-    out = {m.key: m for m in BUILTIN}
-    for key, entry in registry.entries("metric").items():
-        if entry.error is None and isinstance(entry.obj, MetricSpec):
-            out[key] = entry.obj
-    return {k: spec_info(m) for k, m in out.items()}
 
 
 def config_of(record: dict) -> dict:
@@ -99,13 +84,23 @@ def json_text(value) -> str:
 
 
 def load_records(results_dir: Path) -> tuple[list[dict], list[str]]:
-    """Every valid record under ``results_dir`` and a message per file that was skipped."""
-    records, skipped = [], []
+    """Every valid record under ``results_dir`` and a message per file that was skipped
+    (invalid, unreadable, or a second record of a run id already read: one run is one row,
+    however many copies of its record lie about)."""
+    records, skipped, seen = [], [], {}
     for path in sorted(Path(results_dir).rglob("*.json")):
         try:
-            records.append(read_record(path))
+            record = read_record(path)
         except (ValueError, OSError) as exc:
-            skipped.append(f"{path}: {exc}")
+            skipped.append(str(exc) if str(path) in str(exc) else f"{path}: {exc}")
+            continue
+        rid = record["run_id"]
+        if rid in seen:
+            skipped.append(f"{path}: run id {rid} was already read from {seen[rid]} (one "
+                           "run is one row)")
+            continue
+        seen[rid] = path
+        records.append(record)
     return records, skipped
 
 
@@ -292,12 +287,6 @@ def _header(metric: str, part: pd.DataFrame) -> str:
             + (f" ({unit})" if unit else ""))
 
 
-def _write_atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_leaderboard(results_dir: Path, out_dir: Path) -> tuple[list[Path], list[str]]:
     """Write ``results.csv``, and per dataset ``<dataset>.csv``, ``<dataset>.md``, its
     figures and ``<dataset>.html``, and ``index.html``; returns files written, skips."""
@@ -308,27 +297,28 @@ def write_leaderboard(results_dir: Path, out_dir: Path) -> tuple[list[Path], lis
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = tidy(records)
     written = [out_dir / "results.csv"]
-    _write_atomic_text(written[0], frame.to_csv(index=False))
+    write_text_atomic(written[0], frame.to_csv(index=False))
     figures: dict[str, list[Path]] = {}
     for dataset, part in frame.groupby("dataset", sort=True):
         note("leaderboard: %s: tables and figures", dataset)
         first_figure = len(written) + 2
-        csv_path, md_path = out_dir / f"{dataset}.csv", out_dir / f"{dataset}.md"
-        _write_atomic_text(csv_path, wide(part).to_csv(index=False))
-        _write_atomic_text(md_path, markdown(part, dataset))
+        csv_path = output_path(out_dir, f"{dataset}.csv")
+        md_path = output_path(out_dir, f"{dataset}.md")
+        write_text_atomic(csv_path, wide(part).to_csv(index=False))
+        write_text_atomic(md_path, markdown(part, dataset))
         written += [csv_path, md_path]
         full = part[~part["quick"]]
         if full["train_size"].nunique() > 1:
             from uqbench.plots import metric_vs_train_size_grid
 
             written.append(metric_vs_train_size_grid(
-                full, "crps", out_dir / f"{dataset}-crps-vs-train-size.png"))
+                full, "crps", output_path(out_dir, f"{dataset}-crps-vs-train-size.png")))
         from uqbench.plots import leaderboard_figures, metric_by_split_figure
 
         written += leaderboard_figures(records, out_dir, dataset)
         chosen = full if not full.empty else part
         written.append(metric_by_split_figure(
-            chosen, "spearman", out_dir / f"{dataset}-spearman-by-split.png"))
+            chosen, "spearman", output_path(out_dir, f"{dataset}-spearman-by-split.png")))
         figures[dataset] = written[first_figure:]
     if not frame.empty:
         from uqbench.site import write_site

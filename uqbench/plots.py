@@ -16,11 +16,12 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from uqbench.progress import note  # noqa: E402
+from uqbench.results import output_path  # noqa: E402
 
 
 def _label(metric: str) -> str:
     """A metric's label from its spec (plugins' included), else its key."""
-    from uqbench.leaderboard import metric_info
+    from uqbench.metrics.table import metric_info
 
     return (metric_info().get(metric) or {}).get("label", metric)
 
@@ -330,7 +331,7 @@ def leaderboard_figures(records: list[dict], out_dir: Path, dataset: str) -> lis
                      f"method; dashed: recalibrated scalar, dotted: isotonic)"
                      f"{_quick_mark(quick)}", fontsize=11)
         fig.tight_layout(rect=(0, bottom, 1, 1))
-        written.append(_save(fig, out_dir / f"{dataset}-{name}.png", layout=False))
+        written.append(_save(fig, output_path(out_dir, f"{dataset}-{name}.png"), layout=False))
     return written
 
 

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import tempfile
 from datetime import UTC, datetime
@@ -18,6 +19,12 @@ from uqbench.cache import content_hash
 from uqbench.errors import UQBenchError
 
 SCHEMA_VERSION = 1
+#: The record schema versions this code reads.
+KNOWN_SCHEMA_VERSIONS = (1,)
+#: A record is a few hundred kB (its curves included); larger files are refused unread.
+MAX_RECORD_BYTES = 32 * 2**20
+#: Record entries that count rather than score: whole numbers >= 0.
+COUNTS = ("n_structures", "n_targets", "n_nonfinite", "n_zero_std")
 REQUIRED_KEYS = ("schema_version", "run_id", "method", "dataset", "train_size", "seed",
                  "metrics", "timings", "provenance")
 
@@ -31,6 +38,25 @@ def run_id(config: dict[str, Any]) -> str:
 
 def record_path(out_dir: Path, dataset: str, method: str, rid: str) -> Path:
     return Path(out_dir) / _safe(dataset) / _safe(method) / f"{rid}.json"
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,159}")
+
+
+def plain_name(value: Any, what: str) -> str:
+    """``value`` if it is a plain file name (letters, digits, ``._+-``, not starting with a
+    dot, no ``..``), else ValueError: names read from records and specs build paths, and
+    a shared record must not write outside the output directory."""
+    if not isinstance(value, str) or not _PLAIN_NAME.fullmatch(value) or ".." in value:
+        raise ValueError(f"{what} {value!r} is not a plain name (letters, digits and ._+- "
+                         "only, no '..')")
+    return value
+
+
+def output_path(out_dir: Path, name: str) -> Path:
+    """``out_dir / name`` for a file named from data (a dataset key, a figure name):
+    ``name`` must be a plain file name, so the path stays inside ``out_dir``."""
+    return Path(out_dir) / plain_name(name, "output file name")
 
 
 def _safe(name: str) -> str:
@@ -87,31 +113,125 @@ def write_json_atomic(path: Path, payload: dict) -> None:
         raise
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename, so a reader never
+    sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def read_record(path: Path) -> dict:
-    """A record as data, checked for the shape the leaderboard relies on (ValueError if not):
-    a mapping with every required key, ``metrics`` as split -> target -> metric -> value."""
+    """A record as data, validated (ValueError naming the file and the first fault if not).
+
+    Records are shared, so they are untrusted input: a regular file of at most
+    `MAX_RECORD_BYTES`, a JSON object of a known ``schema_version`` with every required
+    key; method, dataset and run id plain names (they build paths); ``train_size`` a whole
+    number >= 1 and ``seed`` >= 0; ``metrics`` as split -> target -> metric -> number,
+    each inside its metric's bounds (`uqbench.metrics.table.MetricSpec.bounds`; NaN and
+    the infinities allowed where the bounds allow them); ``timings`` numbers >= 0."""
+    path = Path(path)
+    if not path.is_file():  # a FIFO or a device (a link to /dev/zero) is never read
+        raise ValueError(f"{path}: not a uqbench record (not a regular file)")
+    size = path.stat().st_size
+    if size > MAX_RECORD_BYTES:
+        raise ValueError(f"{path}: not a uqbench record ({size} bytes; records are at most "
+                         f"{MAX_RECORD_BYTES})")
     try:
-        record = json.loads(Path(path).read_text())
+        with open(path, "rb") as fh:  # read no more than the limit, whatever stat said
+            record = json.loads(fh.read(MAX_RECORD_BYTES + 1).decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path}: not a uqbench record (not UTF-8 text: {exc.reason})") from None
-    if not isinstance(record, dict):
-        raise ValueError(f"{path}: not a uqbench record (not a JSON object)")
-    missing = [k for k in REQUIRED_KEYS if k not in record]
-    if missing:
-        raise ValueError(f"{path}: not a uqbench record (missing {', '.join(missing)})")
-    metrics = record["metrics"]
-    if not (isinstance(metrics, dict) and all(
-            isinstance(t, dict) and all(isinstance(m, dict) for m in t.values())
-            for t in metrics.values())):
-        raise ValueError(f"{path}: not a uqbench record (metrics must map split -> target -> "
-                         "metric -> value)")
-    for key in ("method", "dataset"):
-        if not isinstance(record[key], dict) or "key" not in record[key]:
-            raise ValueError(f"{path}: not a uqbench record ({key} must hold a key)")
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not a uqbench record (not JSON: {exc.msg}, line "
+                         f"{exc.lineno})") from None
+    try:
+        validate_record(record)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a valid uqbench record ({exc})") from None
     for key in ("metrics", "curves"):
         if key in record:
             record[key] = restore_floats(record[key])
     return record
+
+
+def validate_record(record: Any) -> None:
+    """ValueError naming the first way ``record`` is not a valid record (see `read_record`)."""
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    missing = [k for k in REQUIRED_KEYS if k not in record]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}")
+    version_ = record["schema_version"]
+    if isinstance(version_, bool) or version_ not in KNOWN_SCHEMA_VERSIONS:
+        raise ValueError(f"schema_version {version_!r} is not one this uqbench reads "
+                         f"({', '.join(map(str, KNOWN_SCHEMA_VERSIONS))})")
+    for key in ("method", "dataset"):
+        if not isinstance(record[key], dict) or "key" not in record[key]:
+            raise ValueError(f"{key} must hold a key")
+        plain_name(record[key]["key"], f"{key} key")
+    plain_name(record["run_id"], "run_id")
+    for key, low in (("train_size", 1), ("seed", 0)):
+        value = record[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{key} must be a whole number >= {low}; got {value!r}")
+    if "quick" in record and not isinstance(record["quick"], bool):
+        raise ValueError(f"quick must be true or false; got {record['quick']!r}")
+    if not isinstance(record["timings"], dict):
+        raise ValueError("timings must be an object")
+    _check_timings(record["timings"], "timings")
+    metrics = record["metrics"]
+    if not (isinstance(metrics, dict) and all(
+            isinstance(t, dict) and all(isinstance(m, dict) for m in t.values())
+            for t in metrics.values())):
+        raise ValueError("metrics must map split -> target -> metric -> value")
+    bounds = _metric_bounds()
+    for split, targets in metrics.items():
+        for target, values in targets.items():
+            for metric, value in values.items():
+                where = f"metrics.{split}.{target}.{metric}"
+                number = _number(value)
+                if number is None:
+                    raise ValueError(f"{where} must be a number; got {value!r}")
+                if metric in COUNTS:
+                    if not (number >= 0 and float(number).is_integer()):
+                        raise ValueError(f"{where} counts: a whole number >= 0; got {value!r}")
+                    continue
+                low, high = bounds.get(metric, (None, None))
+                if math.isnan(number):
+                    continue
+                if (low is not None and number < low) or (high is not None and number > high):
+                    raise ValueError(f"{where} = {value!r} lies outside [{low}, {high}]")
+
+
+def _check_timings(timings: dict, where: str) -> None:
+    """Seconds are numbers >= 0 (or null), also in nested objects (per split)."""
+    for key, value in timings.items():
+        if isinstance(value, dict):
+            _check_timings(value, f"{where}.{key}")
+        elif value is not None and not (_number(value) is not None and _number(value) >= 0):
+            raise ValueError(f"{where}.{key} must be a number >= 0; got {value!r}")
+
+
+def _number(value: Any) -> float | None:
+    """A JSON number or one of `json_safe`'s strings for the non-finite ones, as a float;
+    None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and value in _SPECIAL:
+        return _SPECIAL[value]
+    return None
+
+
+def _metric_bounds() -> dict[str, tuple[float | None, float | None]]:
+    """Each registered metric's bounds (plugins' included, where they declare them)."""
+    from uqbench.metrics.table import metric_info
+
+    return {key: tuple(info.get("bounds") or (None, None))
+            for key, info in metric_info().items()}
 
 
 _SPECIAL = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}

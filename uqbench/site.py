@@ -18,6 +18,7 @@ import pandas as pd
 import yaml
 
 from uqbench.plots import method_colour, method_parts
+from uqbench.results import output_path, write_text_atomic
 
 ARROWS = {"lower": "↓ lower is better", "higher": "↑ higher is better",
           "target": "→ nearest its ideal"}
@@ -90,7 +91,7 @@ def _page(title: str, body: str, tables: list[tuple[str, list]]) -> str:
 
 def _metric_specs(records: list[dict]) -> dict:
     """Label, unit, direction of each metric: the records' own word, else the registry's."""
-    from uqbench.leaderboard import metric_info
+    from uqbench.metrics.table import metric_info
 
     info = metric_info()
     for r in records:
@@ -336,7 +337,6 @@ def index_page(datasets: dict[str, list[dict]]) -> str:
 def write_site(records: list[dict], frame: pd.DataFrame, out_dir: Path,
                figures: dict[str, list[Path]], cards: Path | None = None) -> list[Path]:
     """Write ``index.html`` and ``<dataset>.html`` for every dataset in ``frame``."""
-    from uqbench.leaderboard import _write_atomic_text
 
     out_dir = Path(out_dir)
     specs = _metric_specs(records)
@@ -346,10 +346,10 @@ def write_site(records: list[dict], frame: pd.DataFrame, out_dir: Path,
         by_dataset.setdefault(r["dataset"]["key"], []).append(r)
     written = []
     for dataset, part in frame.groupby("dataset", sort=True):
-        path = out_dir / f"{dataset}.html"
-        _write_atomic_text(path, dataset_page(dataset, by_dataset[dataset], part,
+        path = output_path(out_dir, f"{dataset}.html")
+        write_text_atomic(path, dataset_page(dataset, by_dataset[dataset], part,
                                               figures.get(dataset, []), specs, cards))
         written.append(path)
     index = out_dir / "index.html"
-    _write_atomic_text(index, index_page({d: by_dataset[d] for d in frame["dataset"].unique()}))
+    write_text_atomic(index, index_page({d: by_dataset[d] for d in frame["dataset"].unique()}))
     return [index] + written

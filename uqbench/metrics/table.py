@@ -51,6 +51,9 @@ class MetricSpec:
     ideal: float | None = None  # for direction "target"
     ood: bool = False  # compute(id_target, ood_target) when True
     summary: str = ""
+    #: The values the metric can take (None: unbounded); a record holding a value outside
+    #: them is invalid and skipped when read.
+    bounds: tuple[float | None, float | None] = (None, None)
 
 
 def _crps(t: Target) -> float:
@@ -77,6 +80,7 @@ CRPS = MetricSpec(
     summary="Fair ensemble CRPS from samples (standard for S = 1), else the closed form of "
             "the predicted Gaussian or Student-t (an isotonically recalibrated one by "
             "quadrature over its quantiles)",
+    bounds=(0.0, None),
 )
 NLL = MetricSpec(
     "nll", "NLL", "nats", "lower", _nll,
@@ -87,6 +91,7 @@ SPEARMAN = MetricSpec(
     "spearman", "Spearman(|error|, std)", "", "higher",
     lambda t: F.spearman_abs_error_std(np.zeros_like(t.rank_error), t.rank_error, t.rank_std),
     summary="Rank correlation of |error| and predicted std (force vectors per atom)",
+    bounds=(-1.0, 1.0),
 )
 def _spearman_robust(t: Target) -> float:
     """Spearman of |median - truth| and IQR / 1.349, from samples (NaN without >= 3)."""
@@ -104,6 +109,7 @@ SPEARMAN_ROBUST = MetricSpec(
     _spearman_robust,
     summary="Spearman with the sample median and IQR/1.349 instead of mean and std: "
             "what is left when far samples cannot drive it (sample-based methods)",
+    bounds=(-1.0, 1.0),
 )
 MISCALIBRATION_AREA = MetricSpec(
     "miscalibration_area", "Miscalibration area", "", "lower",
@@ -112,10 +118,12 @@ MISCALIBRATION_AREA = MetricSpec(
     summary="Area between the calibration curve of central intervals of the predicted "
             "Gaussian (Student-t, isotonically recalibrated distribution where predicted) "
             "and the diagonal",
+    bounds=(0.0, 1.0),
 )
 ENCE = MetricSpec(
     "ence", "ENCE", "", "lower", lambda t: F.ence(t.y_true, t.y_pred, t.y_std),
     summary="Expected normalised calibration error, 10 equal-count bins of std",
+    bounds=(0.0, None),
 )
 COVERAGE_95 = MetricSpec(
     "coverage_95", "Coverage (95 %)", "", "target",
@@ -123,23 +131,28 @@ COVERAGE_95 = MetricSpec(
                          level_map=t.level_map, base_std=t.base_std), ideal=0.95,
     summary="Fraction inside the central 95 % interval of the predicted Gaussian (Student-t, "
             "isotonically recalibrated distribution where predicted); ideal 0.95",
+    bounds=(0.0, 1.0),
 )
 SHARPNESS = MetricSpec(
     "sharpness", "Sharpness", "target", "lower", lambda t: F.sharpness(t.y_std),
     summary="Root mean predicted variance",
+    bounds=(0.0, None),
 )
 RMSE = MetricSpec(
     "rmse", "RMSE", "target", "lower", lambda t: F.rmse(t.y_true, t.y_pred),
     summary="Root mean squared error of the predicted mean",
+    bounds=(0.0, None),
 )
 MAE = MetricSpec(
     "mae", "MAE", "target", "lower", lambda t: F.mae(t.y_true, t.y_pred),
     summary="Mean absolute error of the predicted mean",
+    bounds=(0.0, None),
 )
 OOD_AUROC = MetricSpec(
     "ood_auroc", "OOD ROC-AUC", "", "higher",
     lambda t_id, t_ood: F.ood_auroc(t_id.structure_score, t_ood.structure_score), ood=True,
     summary="ROC-AUC of telling this OOD split from the ID test split by per-structure std",
+    bounds=(0.0, 1.0),
 )
 
 BUILTIN = (CRPS, NLL, SPEARMAN, SPEARMAN_ROBUST, MISCALIBRATION_AREA, ENCE, COVERAGE_95,
@@ -150,4 +163,16 @@ def spec_info(spec: MetricSpec) -> dict:
     """What a record keeps of a metric's spec, so its unit and direction travel with its
     values (a plugin metric stays readable where the plugin is not installed)."""
     return {"label": spec.label, "unit": spec.unit, "direction": spec.direction,
-            "ideal": spec.ideal, "summary": spec.summary}
+            "ideal": spec.ideal, "summary": spec.summary, "bounds": list(spec.bounds)}
+
+
+def metric_info() -> dict[str, dict]:
+    """Label, unit, direction, ideal and bounds of every registered metric (plugins
+    included)."""
+    from uqbench import registry
+
+    out = {m.key: m for m in BUILTIN}
+    for key, entry in registry.entries("metric").items():
+        if entry.error is None and isinstance(entry.obj, MetricSpec):
+            out[key] = entry.obj
+    return {k: spec_info(m) for k, m in out.items()}
