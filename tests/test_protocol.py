@@ -321,7 +321,7 @@ def test_tail_ratio_hand_case():
     assert loc[0] == 2.0 and spread[0] == pytest.approx(2.0 / 1.3489795)
 
 
-def test_ood_score_for_energy_is_the_total_energy_std():
+def test_ood_score_for_energy_is_the_total_energy_std_over_sqrt_atoms():
     from uqbench.prediction import Prediction
     from uqbench.scoring import targets
 
@@ -331,8 +331,45 @@ def test_ood_score_for_energy_is_the_total_energy_std():
     pred = Prediction(n, np.zeros(2), np.array([1.0, 2.0]), np.zeros((n.sum(), 3)),
                       np.ones((n.sum(), 3)))
     t = targets(pred, structs)["energy"]
-    np.testing.assert_allclose(t.structure_score, [1.0, 2.0])
+    np.testing.assert_allclose(t.structure_score, [1.0 / np.sqrt(n[0]), 2.0 / np.sqrt(n[1])])
     np.testing.assert_allclose(t.y_std, [1.0 / n[0], 2.0 / n[1]])
+
+
+def test_energy_ood_score_does_not_count_atoms():
+    """Independent per-atom noise of one size: the total-energy std grows as sqrt(n), so
+    ranking by it alone tells 10-atom from 5-atom structures perfectly (ROC-AUC 1, what
+    the size-only detector scores); the size-fair score tells them apart no better than
+    chance, and ood_auroc_size_only records what counting atoms alone achieves."""
+    from ase import Atoms
+
+    from uqbench.metrics.table import OOD_AUROC, OOD_AUROC_SIZE_ONLY
+    from uqbench.prediction import Prediction
+    from uqbench.scoring import targets
+
+    rng = np.random.default_rng(0)
+
+    def split(n_atoms: int, count: int):
+        structs = [Atoms("H" * n_atoms, positions=rng.normal(size=(n_atoms, 3)) * 3)
+                   for _ in range(count)]
+        for a in structs:
+            a.info["energy"] = 0.0
+            a.arrays["forces"] = np.zeros((n_atoms, 3))
+        n = np.full(count, n_atoms)
+        sigma_atom = 0.1 * rng.lognormal(0.0, 0.1, size=count)  # per-atom energy std
+        pred = Prediction(n, np.zeros(count), sigma_atom * np.sqrt(n_atoms),
+                          np.zeros((count * n_atoms, 3)),
+                          np.ones((count * n_atoms, 3)) * 0.1)
+        return targets(pred, structs)
+
+    small, large = split(5, 200), split(10, 200)
+    total = F.ood_auroc(small["energy"].structure_score * np.sqrt(5),
+                        large["energy"].structure_score * np.sqrt(10))
+    assert total > 0.95
+    fair = OOD_AUROC.compute(small["energy"], large["energy"])
+    assert abs(fair - 0.5) < 0.08
+    assert OOD_AUROC_SIZE_ONLY.compute(small["energy"], large["energy"]) == 1.0
+    assert OOD_AUROC_SIZE_ONLY.compute(large["forces"], small["forces"]) == 0.0
+    assert OOD_AUROC_SIZE_ONLY.compute(small["forces"], small["forces"]) == 0.5
 
 
 @pytest.mark.parametrize("warmup", [0, 10])

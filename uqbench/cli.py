@@ -80,11 +80,14 @@ def cli() -> None:
                    "lone CHGNet/Orb run is faster with all cores, see benchmarks/threads.json;"
                    " recorded, since the count changes the numbers slightly).")
 @click.option("--recalibrate", metavar="KIND[,KIND]", default=None,
-              help="Also recalibrate the predictive distribution on the val split and write "
-                   "a record with it (the raw record is written too): scalar, one "
+              help="Also recalibrate the predictive distribution on the calibration split "
+                   "(half of val, disjoint from the val that picks the best weights) and "
+                   "write a record with it (the raw record is written too): scalar, one "
                    "std factor per target (the NLL minimiser); isotonic, a monotone map of "
-                   "CDF levels per target (Kuleshov et al. 2018); scalar,isotonic writes "
-                   "both from the one fit. Means never change.")
+                   "CDF levels per target (Kuleshov et al. 2018); conformal, the "
+                   "split-conformal std factor whose 95 % intervals cover >= 95 % of new "
+                   "data; scalar,isotonic,conformal writes all from the one fit. Means "
+                   "never change.")
 def run(method, dataset, train_size, seed, device, n_samples, out, quick, params,
         dataset_options, data_path, split_key, weights, threads, recalibrate) -> None:
     """Fit METHOD on DATASET, predict every test split, score, and write one record.
@@ -315,14 +318,21 @@ def leaderboard(results: Path, out: Path) -> None:
 @click.option("--baseline-config", default=None, metavar="HASH",
               help="The same for the baseline.")
 @click.option("--dataset", default=None, help="Compare on this dataset only (default: all).")
+@click.option("--allow-unequal-budgets", is_flag=True,
+              help="Also pair runs whose optimiser steps per model differ (refused by "
+                   "default: a method trained longer is not a better method).")
 def compare(results: Path, method: str, baseline: str, metric: str, out: Path | None,
             include_collapsed: bool, method_config: str | None,
-            baseline_config: str | None, dataset: str | None) -> None:
+            baseline_config: str | None, dataset: str | None,
+            allow_unequal_budgets: bool) -> None:
     """Relative improvement of METHOD over BASELINE, paired by seed, per training size.
 
-    Only runs of one configuration each are paired (quick runs never); seeds where either
-    run is collapsed are left out unless --include-collapsed. The metric may be any
-    registered one with a lower/higher direction, plugins' included."""
+    Only runs of one configuration each are paired (quick runs never), and only runs that
+    spent the same optimiser steps per model; seeds where either run is collapsed are left
+    out unless --include-collapsed. Each row gives the mean improvement over the n paired
+    seeds with its 95 % Student-t interval and a verdict: better or worse only where the
+    interval excludes zero. The metric may be any registered one with a lower/higher
+    direction, plugins' included."""
     from uqbench.compare import relative_improvement
     from uqbench.leaderboard import load_records, tidy
 
@@ -332,7 +342,7 @@ def compare(results: Path, method: str, baseline: str, metric: str, out: Path | 
         raise UQBenchError(f"--out {str(out)!r} must name a .csv file")
     table = relative_improvement(tidy(load_records(results)[0]), method, baseline, metric,
                                  include_collapsed, method_config, baseline_config,
-                                 dataset)
+                                 dataset, allow_unequal_budgets)
     click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

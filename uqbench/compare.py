@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 from uqbench.errors import UQBenchError
+
+#: Confidence of the interval `relative_improvement` reports.
+CONFIDENCE = 0.95
+
+
+def t_interval(values: pd.Series, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The Student-t interval of the mean of ``values`` (paired per-seed differences):
+    mean ± t_{(1+c)/2, n-1} sd / sqrt(n); NaN bounds with fewer than 2 values or a NaN."""
+    v = np.asarray(values, dtype=float)
+    if v.size < 2 or np.isnan(v).any():
+        return float("nan"), float("nan")
+    half = stats.t.ppf(0.5 + confidence / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
+    return float(v.mean() - half), float(v.mean() + half)
+
+
+def verdict(low: float, high: float) -> str:
+    """``better`` or ``worse`` where the interval of the improvement excludes zero, else
+    ``not resolved``."""
+    if low > 0:
+        return "better"
+    if high < 0:
+        return "worse"
+    return "not resolved"
 
 
 def _one_configuration(part: pd.DataFrame, who: str, flag: str, wanted: str | None
@@ -41,15 +66,20 @@ def relative_improvement(frame: pd.DataFrame, method: str, baseline: str,
                          metric: str = "crps", include_collapsed: bool = False,
                          method_config: str | None = None,
                          baseline_config: str | None = None,
-                         dataset: str | None = None) -> pd.DataFrame:
+                         dataset: str | None = None,
+                         allow_unequal_budgets: bool = False) -> pd.DataFrame:
     """Improvement of ``method`` over ``baseline`` in % of the baseline, paired by seed.
 
     For a lower-is-better metric: 100 (baseline - method) / baseline; for higher-is-better:
     100 (method - baseline) / |baseline|. One row per dataset x train size x split x
-    target, with the mean, standard deviation, min and max over the paired seeds. A seed
-    where either run is ``collapsed`` is left out of the pairing unless
-    ``include_collapsed`` (``n_collapsed_excluded`` counts them per row). ``dataset``
-    restricts the comparison to one dataset.
+    target, with the mean, standard deviation, min and max over the paired seeds, the
+    95 % Student-t interval of the mean paired improvement (``improvement_pct_ci_low`` /
+    ``_high``, over ``n_seeds`` pairs) and a ``verdict``: better or worse only where that
+    interval excludes zero, else not resolved. A seed where either run is ``collapsed`` is
+    left out of the pairing unless ``include_collapsed`` (``n_collapsed_excluded`` counts
+    them per row). ``dataset`` restricts the comparison to one dataset. Runs whose
+    optimiser steps per model differ are not compared (a one-line error naming both
+    budgets) unless ``allow_unequal_budgets``.
     """
     if dataset is not None:
         if dataset not in set(frame["dataset"]):
@@ -73,8 +103,9 @@ def relative_improvement(frame: pd.DataFrame, method: str, baseline: str,
     keys = ["dataset", "train_size", "split", "target", "seed"]
     sub = rows[~rows["quick"]]  # quick runs are smoke tests: never compared
     if sub.empty:
-        raise UQBenchError("only quick (smoke-test) runs hold this metric: nothing to "
-                           "compare")
+        raise UQBenchError("only quick runs were found, and quick runs are smoke tests that "
+                           "are never compared: run the methods without --quick to compare "
+                           "them")
     a = _one_configuration(sub[sub["method"] == method], method, "--method-config",
                            method_config)
     b = _one_configuration(sub[sub["method"] == baseline], baseline, "--baseline-config",
@@ -89,6 +120,8 @@ def relative_improvement(frame: pd.DataFrame, method: str, baseline: str,
     if mismatched:
         raise UQBenchError(f"{mismatched} pair(s) of {method!r} and {baseline!r} ran at "
                            "different thread counts; compare runs made alike")
+    if "steps_per_model" in a and not allow_unequal_budgets:
+        _check_budgets(a, b, method, baseline)
     paired = pd.concat({"method": a["value"], "baseline": b["value"]}, axis=1, join="inner")
     flag = pd.concat({"a": a["collapsed"], "b": b["collapsed"]}, axis=1, join="inner")
     bad = flag.fillna(False).astype(bool).any(axis=1)
@@ -113,8 +146,31 @@ def relative_improvement(frame: pd.DataFrame, method: str, baseline: str,
         n_nan=lambda v: int(v.isna().sum()))
     out = out.rename(columns=lambda c: f"improvement_pct_{c}"
                      if c not in ("count", "n_nan") else {"count": "n_seeds"}.get(c, c))
+    bounds = group["improvement_pct"].apply(t_interval)
+    out["improvement_pct_ci_low"] = [lo for lo, _ in bounds]
+    out["improvement_pct_ci_high"] = [hi for _, hi in bounds]
+    out["verdict"] = [verdict(lo, hi) for lo, hi in bounds]
     out[f"{method}_mean"] = group["method"].agg(lambda v: v.mean(skipna=False))
     out[f"{baseline}_mean"] = group["baseline"].agg(lambda v: v.mean(skipna=False))
     out["n_collapsed_excluded"] = (0 if include_collapsed else
                                    excluded.reindex(out.index, fill_value=0).astype(int))
     return out.reset_index()
+
+
+def _check_budgets(a: pd.DataFrame, b: pd.DataFrame, method: str, baseline: str) -> None:
+    """One line naming both budgets where paired runs spent different optimiser steps per
+    model (a record without a budget counts as unknown, which differs from any)."""
+    steps_a = a["steps_per_model"].reindex(b.index)
+    steps_b = b["steps_per_model"]
+    shared = b.index.isin(a.index)
+    differ = shared & ~(steps_a.eq(steps_b).to_numpy())
+    if differ.any():
+        def budgets(values: pd.Series) -> str:
+            known = sorted({int(v) for v in values.dropna()})
+            text = ", ".join(map(str, known)) or "unknown"
+            return text + (" and unknown" if values.isna().any() and known else "")
+
+        raise UQBenchError(
+            f"{method!r} spent {budgets(steps_a[differ])} optimiser steps per model and "
+            f"{baseline!r} {budgets(steps_b[differ])}: unequal budgets are not a fair "
+            "comparison (run both with the same max_steps, or pass --allow-unequal-budgets)")

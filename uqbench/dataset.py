@@ -120,3 +120,27 @@ def check_sizes(dataset: str, **sizes: int) -> None:
     for name, value in sizes.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise UQBenchError(f"{dataset}: {name} must be a positive integer; got {value!r}")
+
+
+#: How the calibration split is made when a dataset has none (recorded in every run's
+#: configuration, so records made before the split existed keep other ids).
+CALIBRATION_RULE = "half of val, by trajectory where frames name one, seeded"
+
+
+def carve_calibration(val: list[Atoms], seed: int) -> tuple[list[Atoms], list[Atoms]]:
+    """(val, calibration): a seeded half of ``val`` becomes the calibration split that every
+    post-hoc fit uses (LLPR's constants, recalibration), disjoint from the val split that
+    picks the best weights. Frames that name a ``trajectory`` move with their whole
+    trajectory (neighbouring MD frames are nearly copies); fewer than 2 frames or 2
+    trajectories: no calibration split."""
+    groups: dict = {}
+    for i, atoms in enumerate(val):
+        groups.setdefault(atoms.info.get("trajectory", ("frame", i)), []).append(i)
+    if len(groups) < 2:
+        return list(val), []
+    keys = list(groups)
+    order = np.random.default_rng([seed, 0xCA1]).permutation(len(keys))
+    chosen = {keys[k] for k in order[: len(keys) // 2]}
+    cal = [val[i] for key in keys if key in chosen for i in groups[key]]
+    rest = [val[i] for key in keys if key not in chosen for i in groups[key]]
+    return rest, cal

@@ -17,7 +17,7 @@ TIDY_COLUMNS = [
     "device", "collapsed", "steps_per_model", "threads", "commit", "dirty", "run_id",
 ]
 HEADLINE = ("crps", "nll", "spearman", "spearman_robust", "miscalibration_area", "ence",
-            "coverage_95", "rmse", "ood_auroc")
+            "coverage_95", "rmse", "ood_auroc", "ood_auroc_size_only")
 _UNITS = {"energy": "eV/atom", "forces": "eV/Å"}
 
 

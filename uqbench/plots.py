@@ -70,9 +70,11 @@ def method_marker(method: str) -> str:
 
 def variant_style(label: str | None) -> str:
     """The line style of a configuration: raw solid, scalar-recalibrated dashed,
-    isotonic-recalibrated dotted (the colour stays the method's)."""
+    isotonic-recalibrated dotted, conformal dash-dotted (the colour stays the method's)."""
     if label and "recalibrated isotonic" in label:
         return ":"
+    if label and "recalibrated conformal" in label:
+        return "-."
     if label and "recalibrated" in label:
         return "--"
     return "-"
@@ -106,8 +108,8 @@ def metric_vs_train_size(frame: pd.DataFrame, metric: str, split: str, target: s
     methods = sorted(sub[hue].unique())
     # a recalibrated configuration: its method's colour, dashed (scalar) or dotted
     # (isotonic); (1, 0) is solid (seaborn's "" draws solid lines but dashed legend keys)
-    dashes = {m: {"-": (1, 0), "--": (4, 2), ":": (1, 1.5)}[variant_style(m)]
-              for m in methods}
+    patterns = {"-": (1, 0), "--": (4, 2), ":": (1, 1.5), "-.": (4, 1.5, 1, 1.5)}
+    dashes = {m: patterns[variant_style(m)] for m in methods}
     sns.lineplot(data=sub, x="train_size", y="value", hue=hue, style=hue,
                  markers={m: method_marker(m) for m in methods}, dashes=dashes,
                  errorbar="sd", err_style="bars", ax=ax, hue_order=methods,
@@ -139,7 +141,8 @@ def metric_vs_train_size_grid(frame: pd.DataFrame, metric: str, path: Path) -> P
             ax.get_legend().remove()
     dataset = frame["dataset"].iloc[0]
     fig.suptitle(f"{dataset}: {_label(metric)} vs training size "
-                 "(mean ± sd over seeds; dashed: recalibrated scalar, dotted: isotonic)")
+                 "(mean ± sd over seeds; dashed: recalibrated scalar, dotted: isotonic, "
+                 "dash-dot: conformal)")
     if handles:
         from matplotlib.lines import Line2D
 
@@ -328,7 +331,7 @@ def leaderboard_figures(records: list[dict], out_dir: Path, dataset: str) -> lis
         handles, labels = axes[0].get_legend_handles_labels()
         bottom = _legend_below(fig, handles, labels) if handles else 0.0
         fig.suptitle(f"{dataset}, train size {size}: {TITLES[name]}\n(first seed per "
-                     f"method; dashed: recalibrated scalar, dotted: isotonic)"
+                     f"method; dashed: recalibrated scalar, dotted: isotonic, dash-dot: conformal)"
                      f"{_quick_mark(quick)}", fontsize=11)
         fig.tight_layout(rect=(0, bottom, 1, 1))
         written.append(_save(fig, output_path(out_dir, f"{dataset}-{name}.png"), layout=False))

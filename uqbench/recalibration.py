@@ -1,4 +1,6 @@
-"""Post-hoc recalibration of any method's predictive distribution on the validation split.
+"""Post-hoc recalibration of any method's predictive distribution on the calibration split
+(disjoint from the val split that picks the best weights; see
+`uqbench.dataset.carve_calibration`).
 
 ``scalar`` (Levi et al. 2022; the sigma scaling of Guo et al. 2017 for regression): one
 factor per target (energy per atom, force components) multiplies every standard deviation;
@@ -15,6 +17,17 @@ every parametric family, so the recalibrated prediction carries the map and the 
 (`Prediction.*_level_map`, ``*_base_std``), its std is R o F's, and it has no samples: a
 sample-based method is recalibrated through the Gaussian of its mean and std, the
 approximation its calibration metrics already use. The point prediction (mean) stays.
+
+``conformal`` (split-conformal prediction, Vovk et al. 2005; Angelopoulos & Bates 2021):
+per target, the nonconformity score of a calibration value is |y - mu| / (q sigma), q the
+predicted distribution's own 97.5 % standard quantile (1.96 for a Gaussian, the Student-t's
+for its df); the factor is the ceil((n + 1) 0.95)-th smallest of the n scores, and every
+std is multiplied by it. The central 95 % interval of the recalibrated distribution is then
+mu ± q x factor x sigma, which holds a new exchangeable value with probability >= 0.95
+(and < 0.95 + 1 / (n + 1) without ties) whatever the model. For forces the scores are the
+pooled components; components of one structure are not exchangeable with each other, so
+there the guarantee is approximate. Applied like ``scalar`` (samples stretched about their
+mean).
 """
 
 from __future__ import annotations
@@ -25,7 +38,9 @@ from ase import Atoms
 from uqbench.errors import UQBenchError
 from uqbench.prediction import Prediction
 
-METHODS = ("scalar", "isotonic")
+METHODS = ("scalar", "isotonic", "conformal")
+#: The central interval whose coverage conformal recalibration guarantees.
+CONFORMAL_LEVEL = 0.95
 
 
 def scalar_factors(prediction: Prediction, structures: list[Atoms]) -> dict[str, float]:
@@ -48,6 +63,34 @@ def scalar_factors(prediction: Prediction, structures: list[Atoms]) -> dict[str,
         factors[name] = float(np.sqrt(np.mean(z**2))) or 1.0
         if t.df is not None and np.any(z != 0):
             factors[name] = _student_t_factor(z, t.df[ok], factors[name])
+    return factors
+
+
+def conformal_factors(prediction: Prediction, structures: list[Atoms],
+                      level: float = CONFORMAL_LEVEL) -> dict[str, float]:
+    """Per target, the split-conformal std factor at ``level`` (see the module docstring)
+    from the calibration split ``structures``; 1 where no label or positive std allows a
+    fit, and inf where the split is too small for the level (ceil((n + 1) level) > n)."""
+    from scipy import stats
+
+    from uqbench.scoring import targets
+
+    found = targets(prediction, structures)
+    factors = {}
+    for name in ("energy", "forces"):
+        t = found.get(name)
+        ok = (np.zeros(0, bool) if t is None
+              else np.isfinite(t.y_pred) & np.isfinite(t.y_std) & (t.y_std > 0))
+        if not ok.any():
+            factors[name] = 1.0
+            continue
+        upper = 0.5 + level / 2
+        q = (stats.norm.ppf(upper) if t.df is None
+             else stats.t.ppf(upper, t.df[ok]))
+        scores = np.sort(np.abs(t.y_true[ok] - t.y_pred[ok]) / (q * t.y_std[ok]))
+        n = scores.size
+        rank = int(np.ceil((n + 1) * level))
+        factors[name] = float(scores[rank - 1]) if rank <= n else float("inf")
     return factors
 
 
@@ -131,14 +174,16 @@ def apply_isotonic(prediction: Prediction, maps: dict[str, list]) -> Prediction:
 
 
 def fit(kind: str, prediction: Prediction, val: list[Atoms] | None) -> dict:
-    """The parameters of recalibration ``kind`` fitted on the validation split: std factors
-    per target (scalar) or level maps per target (isotonic)."""
+    """The parameters of recalibration ``kind`` fitted on ``val`` (the calibration split):
+    std factors per target (scalar, conformal) or level maps per target (isotonic)."""
     if kind not in METHODS:
         raise UQBenchError(f"unknown recalibration {kind!r}; known: {', '.join(METHODS)}")
     if not val:
-        raise UQBenchError("recalibration needs a validation split; this dataset has none")
+        raise UQBenchError("recalibration needs a calibration split; this dataset has none")
     if kind == "isotonic":
         return isotonic_maps(prediction, val)
+    if kind == "conformal":
+        return conformal_factors(prediction, val)
     return scalar_factors(prediction, val)
 
 
@@ -151,7 +196,7 @@ def apply_kind(kind: str, prediction: Prediction, params: dict) -> Prediction:
 def describe(kind: str, params: dict) -> str:
     """One line for the log: the factors, or each map's recalibrated level at 0.5 and the
     coverage its central 90 % interval would have had."""
-    if kind == "scalar":
+    if kind in ("scalar", "conformal"):
         return "std factors " + ", ".join(f"{k} {v:.3g}" for k, v in params.items())
     parts = []
     for name, knots in params.items():

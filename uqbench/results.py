@@ -194,13 +194,13 @@ def validate_record(record: Any) -> None:
                 number = _number(value)
                 if number is None:
                     raise ValueError(f"{where} must be a number; got {value!r}")
+                if math.isnan(number):  # a metric that could not be computed
+                    continue
                 if metric in COUNTS:
                     if not (number >= 0 and float(number).is_integer()):
                         raise ValueError(f"{where} counts: a whole number >= 0; got {value!r}")
                     continue
                 low, high = bounds.get(metric, (None, None))
-                if math.isnan(number):
-                    continue
                 if (low is not None and number < low) or (high is not None and number > high):
                     raise ValueError(f"{where} = {value!r} lies outside [{low}, {high}]")
 

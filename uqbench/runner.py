@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from uqbench import registry
-from uqbench.dataset import label_counts
+from uqbench.dataset import CALIBRATION_RULE, carve_calibration, label_counts
 from uqbench.errors import UQBenchError
 from uqbench.metrics.table import spec_info
 from uqbench.params import check_kind, merge
@@ -210,10 +210,20 @@ def identity(cfg: RunConfig, method, data_kwargs: dict) -> tuple[str, dict]:
               "dataset_options": data_kwargs, "train_size": cfg.train_size or "default",
               "seed": cfg.seed, "quick": cfg.quick,
               "n_samples": cfg.n_samples if "n_samples" in params else None,
-              "threads": cfg.threads}
+              "threads": cfg.threads, "calibration": CALIBRATION_RULE}
     if cfg.recalibrate:  # only when set: earlier records keep their ids
         config["recalibrate"] = cfg.recalibrate
     return run_id(config), config
+
+
+def fit_calibrated(method, train: list, val: list | None, calibration: list | None):
+    """``method.fit(train, val)``, handing the calibration split to a method whose ``fit``
+    takes one (``calibration=``: LLPR fits its constants there); a plugin's
+    ``fit(train, val)`` is called as it is."""
+    accepts = "calibration" in inspect.signature(method.fit).parameters
+    if accepts and calibration:
+        return method.fit(train, val, calibration=calibration)
+    return method.fit(train, val)
 
 
 def recalibrations(cfg: RunConfig) -> tuple[str, ...]:
@@ -288,8 +298,12 @@ def _run(cfg: RunConfig, method, data_kwargs: dict, log) -> tuple[Path, dict]:
     with quiet() if registry.is_file_dataset(cfg.dataset) else nullcontext():
         dataset = registry.dataset_loader(cfg.dataset)(**data_kwargs)
     data_s = time.perf_counter() - t0
-    if cfg.recalibrate and not dataset.splits.get("val"):  # before the fit, not after
-        raise UQBenchError(f"--recalibrate needs a validation split; {name} has none")
+    if not dataset.splits.get("calibration") and dataset.splits.get("val"):
+        dataset.splits["val"], dataset.splits["calibration"] = carve_calibration(
+            dataset.splits["val"], cfg.seed)
+    if cfg.recalibrate and not dataset.splits.get("calibration"):  # before the fit
+        raise UQBenchError(f"--recalibrate needs a calibration split (half of val, which "
+                           f"needs at least 2 frames); {name} has none")
     note("run: %s on %s, seed %d, %d thread(s), configuration %s", cfg.method, name,
          cfg.seed, cfg.threads, rid.rsplit("-", 1)[1])
     train_size = len(dataset.splits["train"])
@@ -301,7 +315,8 @@ def _run(cfg: RunConfig, method, data_kwargs: dict, log) -> tuple[Path, dict]:
 
     t0 = time.perf_counter()
     note("fitting %s on %d structures", cfg.method, train_size)
-    method.fit(dataset.splits["train"], dataset.splits.get("val"))
+    fit_calibrated(method, dataset.splits["train"], dataset.splits.get("val"),
+                   dataset.splits.get("calibration"))
     fit_s = time.perf_counter() - t0
     note("fit done in %.1f s", fit_s)
 
@@ -330,18 +345,19 @@ def _run(cfg: RunConfig, method, data_kwargs: dict, log) -> tuple[Path, dict]:
     raw_rid, raw_config = identity(raw_cfg, method, data_kwargs)
     raw_rid = named(raw_rid)
     _write_record(raw_cfg, method, raw_rid, raw_config, predictions, facts)
-    val = dataset.splits.get("val")
-    val_pred = method.predict_distribution(val, cfg.n_samples) if val else None
+    cal = dataset.splits["calibration"]
+    cal_pred = method.predict_distribution(cal, cfg.n_samples)
     for kind_cfg in each_recalibration(cfg):
         kind = kind_cfg.recalibrate
         kind_rid, kind_config = identity(kind_cfg, method, data_kwargs)
-        fitted = recalibration.fit(kind, val_pred, val)
-        note("recalibration (%s) on val: %s", kind, recalibration.describe(kind, fitted))
+        fitted = recalibration.fit(kind, cal_pred, cal)
+        note("recalibration (%s) on the calibration split: %s", kind,
+             recalibration.describe(kind, fitted))
         adjusted = {s: recalibration.apply_kind(kind, p, fitted)
                     for s, p in predictions.items()}
-        key = "factors" if kind == "scalar" else "level_maps"
+        key = "level_maps" if kind == "isotonic" else "factors"
         extra = {"recalibration": {"method": kind, key: fitted,
-                                   "fitted_on": "val", "raw_record": raw_rid}}
+                                   "fitted_on": "calibration", "raw_record": raw_rid}}
         written = _write_record(kind_cfg, method, named(kind_rid), kind_config, adjusted,
                                 facts, extra)
     return written

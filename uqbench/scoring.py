@@ -58,10 +58,14 @@ def targets(prediction: Prediction, structures: list[Atoms]) -> dict[str, Target
         e_df = None if prediction.energy_df is None else prediction.energy_df[e_ok]
         e_base = (None if prediction.energy_base_std is None
                   else (prediction.energy_base_std / counts)[e_ok])
+        # OOD score: total-energy std / sqrt(n) stays flat in n for independent per-atom
+        # noise (the total std grows as sqrt(n), the per-atom one shrinks as 1/sqrt(n)),
+        # so it does not detect a split by its atom count alone.
         out["energy"] = Target("energy", "eV/atom", e_true, e_pred, e_std, e_samples,
-                               np.abs(e_pred - e_true), e_std, prediction.energy_std,
+                               np.abs(e_pred - e_true), e_std,
+                               prediction.energy_std / np.sqrt(counts),
                                df=e_df, level_map=prediction.energy_level_map,
-                               base_std=e_base)
+                               base_std=e_base, n_atoms=counts)
     if a_ok.any():
         f_true = forces(structures)[a_ok]
         f_mean = prediction.forces_mean[a_ok]
@@ -82,7 +86,8 @@ def targets(prediction: Prediction, structures: list[Atoms]) -> dict[str, Target
                                else prediction.forces_df[a_ok].ravel(),
                                level_map=prediction.forces_level_map,
                                base_std=None if prediction.forces_base_std is None
-                               else prediction.forces_base_std[a_ok].ravel())
+                               else prediction.forces_base_std[a_ok].ravel(),
+                               n_atoms=counts)
     return out
 
 
@@ -186,8 +191,9 @@ def variance_parts(predictions: dict[str, Prediction], splits: dict[str, list[At
     """Where a method separates the epistemic part of its variance (evidential regression),
     per split x target: the epistemic fraction of the mean predicted variance, Spearman of
     |error| with the epistemic std alone, and (OOD splits) the ROC-AUC of OOD detection by
-    the epistemic std of the total energy (energy) or the mean per-atom epistemic force
-    std (forces). None for methods that do not separate it."""
+    the epistemic std of the total energy / sqrt(atoms) (energy; size-fair, as
+    ``ood_auroc``) or the mean per-atom epistemic force std (forces). None for methods
+    that do not separate it."""
     from uqbench.metrics import functions as F
 
     if all(p.energy_epistemic_std is None for p in predictions.values()):
@@ -202,7 +208,8 @@ def variance_parts(predictions: dict[str, Prediction], splits: dict[str, list[At
         f_atom = np.sqrt(np.sum(pred.forces_epistemic_std**2, axis=1))
         f_struct = np.bincount(pred.structure_index, weights=f_atom,
                                minlength=len(counts)) / counts
-        scores[split] = {"energy": pred.energy_epistemic_std, "forces": f_struct}
+        scores[split] = {"energy": pred.energy_epistemic_std / np.sqrt(counts),
+                         "forces": f_struct}
         out[split] = {}
         for name, t in targets(pred, splits[split]).items():
             if name == "energy":

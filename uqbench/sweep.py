@@ -7,7 +7,7 @@ A sweep file (YAML) names the grid and hyperparameter rules applied in order:
     train_sizes: [100, 1000]
     seeds: [0, 1, 2]
     threads: 1                    # optional: torch threads per run (recorded)
-    recalibrate: scalar           # optional: also write each run recalibrated on val
+    recalibrate: scalar           # optional: also write each run recalibrated (calibration split)
                                   # (a list, e.g. [scalar, isotonic]: one record per kind)
     dataset_options:              # optional: loader options per dataset (checked)
       nbody: {test_size: 500}

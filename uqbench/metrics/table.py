@@ -39,6 +39,7 @@ class Target:
     df: np.ndarray | None = None  # Student-t degrees of freedom per value (else Gaussian)
     level_map: np.ndarray | None = None  # isotonic recalibration: G = R o F (see level_map)
     base_std: np.ndarray | None = None  # F's std where there is a level map
+    n_atoms: np.ndarray | None = None  # atoms of each structure of the split (all of them)
 
 
 @dataclass(frozen=True)
@@ -151,12 +152,31 @@ MAE = MetricSpec(
 OOD_AUROC = MetricSpec(
     "ood_auroc", "OOD ROC-AUC", "", "higher",
     lambda t_id, t_ood: F.ood_auroc(t_id.structure_score, t_ood.structure_score), ood=True,
-    summary="ROC-AUC of telling this OOD split from the ID test split by per-structure std",
+    summary="ROC-AUC of telling this OOD split from the ID test split by a per-structure "
+            "uncertainty that does not grow with the atom count under independent per-atom "
+            "noise: the total-energy std / sqrt(atoms) (energy), the mean per-atom force "
+            "std (forces). Read it beside ood_auroc_size_only",
+    bounds=(0.0, 1.0),
+)
+
+
+def _size_only_auroc(t_id: Target, t_ood: Target) -> float:
+    if t_id.n_atoms is None or t_ood.n_atoms is None:
+        return float("nan")
+    return F.ood_auroc(t_id.n_atoms.astype(float), t_ood.n_atoms.astype(float))
+
+
+OOD_AUROC_SIZE_ONLY = MetricSpec(
+    "ood_auroc_size_only", "Size-only OOD ROC-AUC (reference)", "", "reference",
+    _size_only_auroc, ood=True,
+    summary="The trivial reference of ood_auroc: the ROC-AUC of a detector that only counts "
+            "atoms (more atoms = more OOD; a detector of fewer atoms scores 1 minus this). "
+            "The same for every method; an OOD claim needs ood_auroc above it",
     bounds=(0.0, 1.0),
 )
 
 BUILTIN = (CRPS, NLL, SPEARMAN, SPEARMAN_ROBUST, MISCALIBRATION_AREA, ENCE, COVERAGE_95,
-           SHARPNESS, RMSE, MAE, OOD_AUROC)
+           SHARPNESS, RMSE, MAE, OOD_AUROC, OOD_AUROC_SIZE_ONLY)
 
 
 def spec_info(spec: MetricSpec) -> dict:

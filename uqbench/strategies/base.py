@@ -228,7 +228,12 @@ class TorchUQMethod(UQMethod):
     def loss(self, model: nn.Module, batch) -> torch.Tensor:
         return mse_loss(model, batch, self.force_weight, self.stress_weight)
 
-    def fit(self, train_set: list[Atoms], val: list[Atoms] | None = None) -> TorchUQMethod:
+    def fit(self, train_set: list[Atoms], val: list[Atoms] | None = None,
+            calibration: list[Atoms] | None = None) -> TorchUQMethod:
+        """Fit every model (`fit_member`) on ``train_set``, keeping the best weights on
+        ``val``. ``calibration``: a split of its own for post-hoc fits (LLPR's constants),
+        disjoint from ``val``; kept as graph items in ``calibration_items_`` (None
+        without one, when such fits fall back to ``val``)."""
         for name in ("force_weight", "stress_weight"):
             weight = getattr(self, name)
             if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
@@ -242,6 +247,9 @@ class TorchUQMethod(UQMethod):
         self.backbone_options_ = self._adapter.resolve(train_set)
         train_items = self._adapter.graph_items(train_set)
         val_items = self._adapter.graph_items(val) if val else None
+        self.calibration_items_ = (self._adapter.graph_items(_labelled(calibration,
+                                                                       "calibration"))
+                                   if calibration else None)
         self.models_: list[nn.Module] = []
         self.history_: list[dict] = []
         start = time.perf_counter()

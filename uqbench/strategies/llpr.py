@@ -18,9 +18,10 @@ uncertain parameters, the loss's Gauss-Newton Hessian over the training set is
     sigma_F^2 = alpha^2 g^T (H + varsigma^2 I)^-1 g
 
 for the energy per atom and each force component (times energy_scale^2). The two
-calibration constants are fitted on the validation split: for each varsigma^2 on a grid
+calibration constants are fitted on the calibration split (disjoint from the val split
+that picks the best weights; val where there is none): for each varsigma^2 on a grid
 (``regulariser_grid``, relative to the mean eigenvalue of H) alpha^2 has the closed form
-that minimises the validation Gaussian NLL; the pair with the lowest NLL (energy +
+that minimises that split's Gaussian NLL; the pair with the lowest NLL (energy +
 force_weight x forces, as the loss) is kept. The prediction is a Gaussian per target; the
 forces' std needs one backward pass per feature (``L``, the readout width) at prediction.
 """
@@ -111,15 +112,19 @@ class LLPR(TorchUQMethod):
 
     def fit_member(self, member, train_items, val_items):
         """The deterministic fit (the whole budget), then the Hessian on the training set
-        and the calibration on validation (no optimiser steps)."""
+        and the constants on the calibration split (on val where there is none; no
+        optimiser steps)."""
         backbone = self.new_backbone(train_items, member)
         history = self.train_stage(backbone, train_items, val_items, self.loss,
                                    self.max_epochs, self.lr, member, "training")
         model = self.wrap(backbone).to(self.device_, self._torch_dtype)
         model.eval()
         hessian = self._hessian(model, train_items)
-        self.calibration_ = self._calibrate(model, hessian, val_items or train_items)
-        self.calibration_["fitted_on"] = "val" if val_items else "train (no val split)"
+        calibration = getattr(self, "calibration_items_", None)
+        self.calibration_ = self._calibrate(model, hessian,
+                                            calibration or val_items or train_items)
+        self.calibration_["fitted_on"] = ("calibration" if calibration else
+                                          "val" if val_items else "train (no val split)")
         return model, history
 
     def fitted_info(self) -> dict:
