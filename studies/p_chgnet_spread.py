@@ -35,9 +35,10 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=2,
                         help="CRPS epochs (the study's CPU cut: 2)")
     epochs = parser.parse_args().finetune_epochs
+    # 2 epochs of MSE and `epochs` of CRPS, as one budget split by finetune_fraction
     cfg = RunConfig(method="p-chgnet", dataset="silica-bks-small", train_size=100, seed=0,
-                    params={"max_epochs": 2, "patience": max(2, epochs),
-                            "finetune_epochs": epochs},
+                    params={"max_epochs": 2 + epochs,
+                            "finetune_fraction": round(epochs / (2 + epochs), 4)},
                     n_samples=8)
     method, data_kwargs = prepare(cfg)
     data = uqbench.load_dataset("silica-bks-small", **data_kwargs)

@@ -108,13 +108,16 @@ def test_recalibrated_run_writes_raw_and_recalibrated_records(tmp_path, capsys):
     out = tmp_path / "r"
     assert main(["run", "-m", "mcdropout-egnn", "-d", "nbody", "--quick", "-p", "max_steps=6",
                  "-p", "n_samples=4", "--recalibrate", "scalar", "--out", str(out)]) == 0
-    assert "recalibrated (scalar, on val)" in capsys.readouterr().out
+    assert "recalibrated (scalar, on the calibration split)" in capsys.readouterr().out
     records = [json.loads(p.read_text()) for p in out.rglob("*.json")]
     assert len(records) == 2
     (cal,) = [r for r in records if r.get("recalibration")]
     (raw,) = [r for r in records if not r.get("recalibration")]
     assert cal["recalibration"]["raw_record"] == raw["run_id"]
     assert cal["config"]["recalibrate"] == "scalar" and "recalibrate" not in raw["config"]
+    assert cal["recalibration"]["fitted_on"] == "calibration"
+    sizes = raw["dataset"]["sizes"]
+    assert sizes["calibration"] >= 1 and sizes["val"] >= 1
     s = cal["recalibration"]["factors"]["forces"]
     for split in cal["metrics"]:
         assert cal["metrics"][split]["forces"]["rmse"] == raw["metrics"][split]["forces"][

@@ -189,7 +189,7 @@ def test_chgnet_finetunes_on_stress():
         atoms.calc = None
     fits = {}
     for weight in (0.0, 1.0):
-        method = uqbench.create_method("p-chgnet", finetune_epochs=1, batch_size=2,
+        method = uqbench.create_method("p-chgnet", max_steps=2, batch_size=2,
                                        train_samples=2, n_samples=2, device="cpu",
                                        stress_weight=weight)
         method.fit(cells, cells)
@@ -312,7 +312,7 @@ def test_dropout_and_ensemble_member_hooks(backbone, orb_ckpt):
 def test_chgnet_methods_fit_and_predict(key):
     train = _cells(bks_labels=True)
     method = uqbench.create_method(key)
-    budget = dict(max_epochs=1, finetune_epochs=1, batch_size=2, n_samples=3, n_members=2,
+    budget = dict(max_epochs=2, batch_size=2, n_samples=3, n_members=2,
                   device="cpu")
     method.set_params(**{k: v for k, v in budget.items() if k in method.get_params()})
     method.fit(train, train)
@@ -366,7 +366,7 @@ def test_bad_weights_and_wrong_backbone_are_one_line_errors(tmp_path, capsys):
 
 def test_orb_method_saves_loads_and_runs_in_float64(orb_ckpt, tmp_path):
     train = _cells(bks_labels=True)
-    method = uqbench.create_method("p-orb", finetune_epochs=1, batch_size=2, n_samples=3,
+    method = uqbench.create_method("p-orb", max_steps=2, batch_size=2, n_samples=3,
                                    device="cpu", dtype="float64",
                                    backbone_options={"weights": str(orb_ckpt["conservative"])})
     method.fit(train, train)

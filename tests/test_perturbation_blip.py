@@ -45,7 +45,7 @@ def test_perturbed_model_equals_deterministic_at_init_for_any_z(tiny_nbody):
 
 @pytest.fixture(scope="module")
 def p_fitted(tiny_nbody):
-    method = uqbench.create_method("p-egnn", max_epochs=2, finetune_epochs=4, finetune_lr=3e-3,
+    method = uqbench.create_method("p-egnn", max_epochs=6, finetune_fraction=0.6667, finetune_lr=3e-3,
                                    n_samples=8, dtype="float64", **SMALL)
     return method.fit(tiny_nbody.splits["train"], tiny_nbody.splits["val"])
 
@@ -90,7 +90,7 @@ def test_crps_gradients_reach_perturbation_parameters(tiny_nbody):
 
 
 def test_from_scratch_crps_option(tiny_nbody):
-    method = uqbench.create_method("p-egnn", pretrain=False, max_epochs=1, finetune_epochs=2,
+    method = uqbench.create_method("p-egnn", pretrain=False, max_epochs=2,
                                    **SMALL).fit(tiny_nbody.splits["train"][:10])
     assert "pretrain" not in method.history_[0]
     assert method.history_[0]["finetune"]["epochs"] == 2

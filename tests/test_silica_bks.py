@@ -154,8 +154,6 @@ def test_silica_is_deterministic(tiny_silica, tmp_path, monkeypatch):
 def test_every_egnn_method_runs_on_silica(tiny_silica):
     for key in ("p-egnn", "blip-egnn", "ensemble-egnn", "mcdropout-egnn"):
         extra = {"n_members": 2} if key.startswith("ensemble") else {"n_samples": 3}
-        if key == "p-egnn":
-            extra["finetune_epochs"] = 1
         method = uqbench.create_method(key, max_epochs=1, device="cpu",
                                        backbone_options={"hidden": 8, "n_layers": 1}, **extra)
         method.fit(tiny_silica.splits["train"], tiny_silica.splits["val"])

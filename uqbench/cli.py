@@ -129,7 +129,8 @@ def run(method, dataset, train_size, seed, device, n_samples, out, quick, params
 
         info = record["recalibration"]
         params = info.get("factors") or info.get("level_maps")
-        click.echo(f"recalibrated ({info['method']}, on val): "
+        click.echo(f"recalibrated ({info['method']}, on the "
+                   f"{info.get('fitted_on', 'val')} split): "
                    f"{describe(info['method'], params)}; the table above is recalibrated, "
                    f"the raw record is {info['raw_record']}")
     click.echo(f"record: {path}")

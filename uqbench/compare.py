@@ -159,11 +159,12 @@ def relative_improvement(frame: pd.DataFrame, method: str, baseline: str,
 
 def _check_budgets(a: pd.DataFrame, b: pd.DataFrame, method: str, baseline: str) -> None:
     """One line naming both budgets where paired runs spent different optimiser steps per
-    model (a record without a budget counts as unknown, which differs from any)."""
+    model (a record without a budget is unknown: equal only to another unknown)."""
     steps_a = a["steps_per_model"].reindex(b.index)
     steps_b = b["steps_per_model"]
     shared = b.index.isin(a.index)
-    differ = shared & ~(steps_a.eq(steps_b).to_numpy())
+    same = steps_a.eq(steps_b) | (steps_a.isna() & steps_b.isna())
+    differ = shared & ~same.to_numpy()
     if differ.any():
         def budgets(values: pd.Series) -> str:
             known = sorted({int(v) for v in values.dropna()})

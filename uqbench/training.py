@@ -88,7 +88,7 @@ def train(
     max_epochs: int,
     lr: float,
     batch_size: int,
-    patience: int,
+    patience: int | None,
     device: torch.device,
     dtype: torch.dtype,
     seed: int,
@@ -98,6 +98,7 @@ def train(
     warmup_steps: int = 0,
 ) -> dict:
     """Train in place; restore the weights with the best validation loss. Returns a history.
+    ``patience`` None: no early stopping and no learning-rate reduction on a plateau.
 
     The budget is ``max_epochs`` passes over the data or, when given, ``max_steps``
     optimiser steps, whichever ends first (a last partial epoch is validated like a whole
@@ -115,9 +116,10 @@ def train(
     rng = np.random.default_rng(seed)
     groups = param_groups if param_groups is not None else [{"params": model.parameters()}]
     optimiser = torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimiser, factor=0.5, patience=max(1, patience // 2)
-    )
+    # patience None: every step is spent and the learning rate follows only the warm-up
+    # (the protocol's rule); else a plateau of patience // 2 epochs halves it.
+    scheduler = (None if patience is None else torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimiser, factor=0.5, patience=max(1, patience // 2)))
     val_batches = list(batches(val_items, 4 * batch_size, device, dtype)) if val_items else None
     best, best_state, since_best, steps = math.inf, None, 0, 0
     history: dict = {"train_loss": [], "val_loss": []}
@@ -158,14 +160,15 @@ def train(
         val = sum(loss_fn(model, b).item() * b.n_structures for b in val_batches)
         val /= sum(b.n_structures for b in val_batches)
         history["val_loss"].append(val)
-        scheduler.step(val)
+        if scheduler is not None:
+            scheduler.step(val)
         progress.update(0, epoch=epoch + 1, train=total / n, val=val)
         if val < best:
             best, best_state, since_best = val, copy.deepcopy(model.state_dict()), 0
             history["best_step"] = steps
         else:
             since_best += 1
-            if since_best >= patience:
+            if patience is not None and since_best >= patience:
                 break
         if out_of_steps:
             break

@@ -21,6 +21,10 @@ from uqbench.prediction import Prediction
 from uqbench.progress import Progress
 from uqbench.training import mse_loss, resolve_device, train
 
+#: Optimiser steps per model over all stages when a card says nothing else (the EGNN
+#: cards' default and the nbody study's budget).
+DEFAULT_STEPS = 2000
+
 #: Edges per forward pass at prediction; bounds memory, and keeps passes cache-sized on CPU.
 MAX_EDGES_PER_PASS = 200_000
 
@@ -61,22 +65,25 @@ class TorchUQMethod(UQMethod):
     ``energy_scale`` and ``energy_shift`` buffers (the loss unit and offset) and, for a
     backbone with a direct force head, ``direct_forces = True`` (`BackboneWrapper` does).
 
-    Budget: ``max_epochs`` passes over the training set or, when ``max_steps`` is set,
-    ``max_steps`` optimiser steps per model over all of its training stages (the study
-    protocol's budget: equal for every method at a training size); an ensemble's members
-    each get the budget of one model. ``patience`` epochs without a better validation loss
-    end a stage early; each stage keeps its best-validation weights.
+    Budget: one number of optimiser steps per model over all of its training stages,
+    `budget_steps`: ``max_steps`` (the cards' default, the same for every method of a
+    backbone), or ``max_epochs`` passes over the training set where that is set and ends
+    first. Stages get fractions of it (`stage_steps`), so every method spends the same
+    steps by default; an ensemble's members each get the budget of one model. Each stage
+    keeps its best-validation weights; ``patience`` (None by default: off) epochs without
+    a better validation loss end a stage early and halve the learning rate after half as
+    many.
     """
 
     parameter_constraints = {
         "backbone_options": Mapping(),
-        "max_epochs": Interval(int, 0),
+        "max_epochs": Optional(Interval(int, 0)),
         "max_steps": Optional(Interval(int, 0)),
         "lr": Interval(float, 0, None, closed="neither"),
         "batch_size": Interval(int, 1),
         "force_weight": Interval(float, 0),
         "stress_weight": Interval(float, 0),
-        "patience": Interval(int, 1),
+        "patience": Optional(Interval(int, 1)),
         "n_samples": Interval(int, 1),
         "seed": Interval(int, 0, SEED_MAX),
         "device": Options(("auto", "cpu", "cuda")),
@@ -87,13 +94,13 @@ class TorchUQMethod(UQMethod):
         self,
         backbone: str = "egnn",
         backbone_options: dict | None = None,
-        max_epochs: int = 300,
-        max_steps: int | None = None,
+        max_epochs: int | None = None,
+        max_steps: int | None = DEFAULT_STEPS,
         lr: float = 1e-3,
         batch_size: int = 32,
         force_weight: float = 1.0,
         stress_weight: float = 1.0,
-        patience: int = 30,
+        patience: int | None = None,
         n_samples: int = 32,
         seed: int = 0,
         device: str = "auto",
@@ -246,6 +253,7 @@ class TorchUQMethod(UQMethod):
         self._adapter.check_dtype(self._torch_dtype)
         self.backbone_options_ = self._adapter.resolve(train_set)
         train_items = self._adapter.graph_items(train_set)
+        self.total_steps_ = self.budget_steps(len(train_items))
         val_items = self._adapter.graph_items(val) if val else None
         self.calibration_items_ = (self._adapter.graph_items(_labelled(calibration,
                                                                        "calibration"))
@@ -270,8 +278,20 @@ class TorchUQMethod(UQMethod):
             stages = history.get("stages") or {"train": history}
             per_model.append({name: h.get("steps", 0) for name, h in stages.items()})
         return {"max_steps": self.max_steps, "max_epochs": self.max_epochs,
+                "budget_steps": self.total_steps_,
                 "steps_per_model": [sum(m.values()) for m in per_model],
                 "steps_by_stage": per_model}
+
+    def budget_steps(self, n_train: int) -> int:
+        """The optimiser steps one model may spend over all its stages: ``max_steps``, or
+        ``max_epochs`` passes over ``n_train`` structures where that is set and fewer."""
+        steps = math.inf if self.max_steps is None else self.max_steps
+        if self.max_epochs is not None:
+            steps = min(steps, self.max_epochs * math.ceil(n_train / self.batch_size))
+        if steps == math.inf:
+            raise UQBenchError("set a budget: max_steps (optimiser steps per model) or "
+                               "max_epochs")
+        return int(steps)
 
     @staticmethod
     def _staged_history(stages: dict[str, dict], last: str) -> dict:
@@ -283,21 +303,19 @@ class TorchUQMethod(UQMethod):
                 "train_loss": stages[last]["train_loss"],
                 "val_loss": stages[last]["val_loss"]}
 
-    def split_budget(self, fraction: float) -> tuple[int, int | None, int, int | None]:
-        """(epochs, steps) of a first stage given ``fraction`` of the budget and of the
-        second stage given the rest: with ``max_steps``, the steps decide (each stage may
-        run up to ``max_epochs``); else ``max_epochs`` is split."""
-        if self.max_steps is not None:
-            first = self._stage_steps(fraction)
-            return self.max_epochs, first, self.max_epochs, self.max_steps - first
-        first_epochs = int(round(fraction * self.max_epochs))
-        return first_epochs, None, self.max_epochs - first_epochs, None
+    def split_budget(self, fraction: float) -> tuple[int, int]:
+        """Optimiser steps of a first stage given ``fraction`` of the fit's budget and of
+        a second stage given the rest (they add up to `budget_steps`)."""
+        first = self.stage_steps(fraction)
+        return first, self.total_steps_ - first
 
-    def _stage_steps(self, fraction: float) -> int | None:
-        """A stage's share of ``max_steps`` (None when the budget is in epochs)."""
-        if self.max_steps is None:
-            return None
-        return int(round(fraction * self.max_steps))
+    def stage_steps(self, fraction: float) -> int:
+        """A stage's share of the fit's budget (`budget_steps`), in optimiser steps: at
+        least one for a positive fraction of a budget of at least one step."""
+        steps = int(round(fraction * self.total_steps_))
+        if fraction > 0 and self.total_steps_ > 0:
+            steps = min(max(steps, 1), self.total_steps_)
+        return steps
 
     def new_backbone(self, train_items: list[dict], member: int = 0) -> nn.Module:
         model = self._adapter.build().to(self.device_, self._torch_dtype)
@@ -309,22 +327,22 @@ class TorchUQMethod(UQMethod):
                     val_items: list[dict] | None) -> tuple[nn.Module, dict]:
         """Default: one backbone trained with the MSE loss."""
         model = self.new_backbone(train_items, member)
-        history = self.train_stage(model, train_items, val_items, self.loss, self.max_epochs,
-                              self.lr, member, f"member {member + 1}/{self.n_models()}")
+        history = self.train_stage(model, train_items, val_items, self.loss, None, self.lr,
+                                   member, f"member {member + 1}/{self.n_models()}")
         return model, history
 
     def train_stage(self, model, train_items, val_items, loss_fn, max_epochs, lr, member, what,
-               max_steps: int | None = None, param_groups: list[dict] | None = None,
-               warmup_steps: int = 0):
-        """One training stage. With ``max_steps`` None, a single-stage method spends the
-        whole ``self.max_steps`` (when set); multi-stage methods pass each stage's share
-        and an epoch count large enough that the steps decide. ``warmup_steps``: a linear
+                    max_steps: int | None = None, param_groups: list[dict] | None = None,
+                    warmup_steps: int = 0):
+        """One training stage of ``max_steps`` optimiser steps (None: the whole budget,
+        `budget_steps`, for a single-stage method; multi-stage methods pass each stage's
+        share, `split_budget` / `stage_steps`). ``max_epochs`` is kept for plugins that
+        pass it and ignored: the budget is in steps. ``warmup_steps``: a linear
         learning-rate warm-up (for a stage that starts from trained weights; see
         `uqbench.training.train`)."""
-        if max_steps is None and self.max_steps is not None:
-            max_steps = self.max_steps
-        if max_steps is not None:
-            max_epochs = max(max_epochs, max_steps)  # the step budget decides
+        if max_steps is None:
+            max_steps = self.total_steps_
+        max_epochs = max_steps  # an epoch holds at least one step: the steps decide
         return train(
             model, train_items, val_items, loss_fn,
             max_epochs=max_epochs, lr=lr, batch_size=self.batch_size, patience=self.patience,
@@ -493,33 +511,28 @@ class WarmStarted(TorchUQMethod):
                       prepare=None) -> tuple[nn.Module, dict]:
         """The two-stage fit of a method built on a warm-started backbone: the backbone
         trains with the MSE loss for ``warm_start_fraction`` of the budget (none at 0),
-        `wrap` builds the model around it, ``prepare(model, steps, epochs)`` readies it
+        `wrap` builds the model around it, ``prepare(model, steps)`` readies it
         for the second stage (optional; the stage's share of the budget), and ``loss_fn``
         trains the whole model for the rest, its learning rate warming up over
         ``lr_warmup`` of it. The history's stages are ``warm_start`` and ``stage``."""
         backbone = self.new_backbone(train_items, member)
         stages = {}
-        warm_epochs, warm_steps, epochs, steps = self.split_budget(self.warm_start_fraction)
+        warm_steps, steps = self.split_budget(self.warm_start_fraction)
         if self.warm_start_fraction > 0:
             stages["warm_start"] = self.train_stage(
-                backbone, train_items, val_items, self.loss, warm_epochs, self.lr, member,
+                backbone, train_items, val_items, self.loss, None, self.lr, member,
                 "warm start", max_steps=warm_steps)
         model = self.wrap(backbone).to(self.device_, self._torch_dtype)
         if prepare is not None:
-            prepare(model, steps, epochs)
+            prepare(model, steps)
         stages[stage] = self.train_stage(
-            model, train_items, val_items, loss_fn, epochs, self.lr, member, what,
-            max_steps=steps, warmup_steps=self.stage_warmup(steps, epochs, len(train_items)))
+            model, train_items, val_items, loss_fn, None, self.lr, member, what,
+            max_steps=steps, warmup_steps=self.stage_warmup(steps))
         return model, self._staged_history(stages, stage)
 
-    def stage_warmup(self, stage_steps: int | None, stage_epochs: int,
-                     n_train: int) -> int:
+    def stage_warmup(self, stage_steps: int) -> int:
         """Warm-up steps of a stage that starts from trained weights: ``lr_warmup`` (a
-        fraction) of the stage's steps (of its epochs' steps where the budget is in
-        epochs), at least 1 where the fraction is positive."""
-        fraction = self.lr_warmup
-        if fraction <= 0:
+        fraction) of the stage's steps, at least 1 where the fraction is positive."""
+        if self.lr_warmup <= 0:
             return 0
-        steps = (stage_steps if stage_steps is not None
-                 else stage_epochs * math.ceil(n_train / self.batch_size))
-        return max(1, int(round(fraction * steps)))
+        return max(1, int(round(self.lr_warmup * stage_steps)))

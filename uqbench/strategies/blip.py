@@ -202,13 +202,11 @@ class BLIP(WarmStarted):
         if not 0.0 <= self.warm_start_fraction < 1.0:
             raise ValueError(f"warm_start_fraction must be in [0, 1); got "
                              f"{self.warm_start_fraction}")
-        steps_per_epoch = math.ceil(len(train_items) / self.batch_size)
 
-        def prepare(model, vi_steps, vi_epochs):
+        def prepare(model, vi_steps):
             self._init_noise_scales(model, train_items)
             self._n_train = len(train_items)
-            self._ramp_steps = self.kl_anneal * (vi_steps if vi_steps is not None
-                                                 else vi_epochs * steps_per_epoch)
+            self._ramp_steps = self.kl_anneal * vi_steps
             self._step = 0
 
         return self.fit_warm_then(member, train_items, val_items, "variational",

@@ -96,10 +96,10 @@ class PerturbedModel(BackboneWrapper):
 class FunctionalPerturbation(TorchUQMethod):
     """P-<backbone>: deterministic MSE pretraining, then CRPS finetuning of all weights.
 
-    Budget in epochs: ``max_epochs``/``lr`` are the pretraining stage (``pretrain=False``
-    skips it: CRPS from scratch), ``finetune_epochs``/``finetune_lr`` the CRPS stage. Budget
-    in steps (``max_steps``): the CRPS stage gets ``finetune_fraction`` of the steps and
-    pretraining the rest, so the whole fit spends what every other method spends.
+    Budget: the CRPS stage (at ``finetune_lr``) gets ``finetune_fraction`` of the fit's
+    optimiser steps (`budget_steps`) and MSE pretraining (at ``lr``) the rest, so the whole
+    fit spends what every other method spends; ``pretrain=False`` gives the CRPS stage all
+    of them (CRPS from scratch).
     The CRPS stage draws ``train_samples`` samples per structure and minimises the
     almost-fair CRPS (``crps_alpha``: 1 is the fair CRPS) of the energy per atom plus
     ``force_weight`` x that of the force components (in units of the training force RMS).
@@ -110,7 +110,6 @@ class FunctionalPerturbation(TorchUQMethod):
     parameter_constraints = {
         "noise_dim": Interval(int, 1),
         "train_samples": Interval(int, 2),
-        "finetune_epochs": Interval(int, 0),
         "finetune_lr": Interval(float, 0, None, closed="neither"),
         "pretrain": Options((True, False)),
         "finetune_fraction": Interval(float, 0, 1, closed="right"),
@@ -120,7 +119,7 @@ class FunctionalPerturbation(TorchUQMethod):
         "perturbation_bound": Optional(Interval(float, 0, None, closed="neither")),
     }
 
-    def __init__(self, noise_dim: int = 32, train_samples: int = 4, finetune_epochs: int = 150,
+    def __init__(self, noise_dim: int = 32, train_samples: int = 4,
                  finetune_lr: float = 3e-4, pretrain: bool = True,
                  finetune_fraction: float = 0.3333, crps_alpha: float = 0.95,
                  perturbation_lr: float | None = None, perturbation_weight_decay: float = 0.0,
@@ -128,7 +127,6 @@ class FunctionalPerturbation(TorchUQMethod):
         super().__init__(**kwargs)
         self.noise_dim = noise_dim
         self.train_samples = train_samples
-        self.finetune_epochs = finetune_epochs
         self.finetune_lr = finetune_lr
         self.pretrain = pretrain
         self.finetune_fraction = finetune_fraction
@@ -149,16 +147,14 @@ class FunctionalPerturbation(TorchUQMethod):
             raise ValueError(f"finetune_fraction must be in (0, 1]; got {self.finetune_fraction}")
         backbone = self.new_backbone(train_items)
         stages = {}
-        finetune_steps = self._stage_steps(self.finetune_fraction if self.pretrain else 1.0)
+        finetune_steps = self.stage_steps(self.finetune_fraction if self.pretrain else 1.0)
         if self.pretrain:
-            pretrain_steps = (None if finetune_steps is None
-                              else self.max_steps - finetune_steps)
             stages["pretrain"] = self.train_stage(backbone, train_items, val_items, self.loss,
-                                             self.max_epochs, self.lr, member, "pretraining",
-                                             max_steps=pretrain_steps)
+                                                  None, self.lr, member, "pretraining",
+                                                  max_steps=self.total_steps_ - finetune_steps)
         model = self.wrap(backbone).to(self.device_, self._torch_dtype)
         stages["finetune"] = self.train_stage(
-            model, train_items, val_items, self._crps_loss, self.finetune_epochs,
+            model, train_items, val_items, self._crps_loss, None,
             self.finetune_lr, member, "CRPS finetuning", max_steps=finetune_steps,
             param_groups=self._param_groups(model))
         history = self._staged_history(stages, "finetune")
