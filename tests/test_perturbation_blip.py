@@ -45,8 +45,8 @@ def test_perturbed_model_equals_deterministic_at_init_for_any_z(tiny_nbody):
 
 @pytest.fixture(scope="module")
 def p_fitted(tiny_nbody):
-    method = uqbench.create_method("p-egnn", max_epochs=6, finetune_fraction=0.6667, finetune_lr=3e-3,
-                                   n_samples=8, dtype="float64", **SMALL)
+    method = uqbench.create_method("p-egnn", max_epochs=6, finetune_fraction=0.6667,
+                                   finetune_lr=3e-3, n_samples=8, dtype="float64", **SMALL)
     return method.fit(tiny_nbody.splits["train"], tiny_nbody.splits["val"])
 
 
