@@ -73,7 +73,7 @@ def test_leaderboard(results, tmp_path):
                "n_parameters", "n_samples"]
     for column in numeric:
         assert pd.api.types.is_numeric_dtype(tidy[column]), column
-    assert set(tidy["direction"]) <= {"lower", "higher", "target", "count"}
+    assert set(tidy["direction"]) <= {"lower", "higher", "target", "count", "reference"}
     assert set(tidy["target"]) == {"energy", "forces"}
     for name in ("calibration", "rmse-vs-rmv", "error-vs-std", "spearman-by-split"):
         assert (tmp_path / f"nbody-{name}.png").stat().st_size > 10_000

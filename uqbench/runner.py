@@ -426,7 +426,7 @@ TARGET_UNITS = {"energy": "eV/atom", "forces": "eV/Å"}
 
 #: The built-in metrics of the printed summary; every plugin metric is added after them.
 SUMMARY_METRICS = ("crps", "nll", "spearman", "miscalibration_area", "coverage_95", "rmse",
-                   "ood_auroc")
+                   "ood_auroc", "ood_auroc_size_only")
 
 
 def summary_table(record: dict, metrics: tuple[str, ...] | None = None) -> str:

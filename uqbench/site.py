@@ -21,7 +21,8 @@ from uqbench.plots import method_colour, method_parts
 from uqbench.results import output_path, write_text_atomic
 
 ARROWS = {"lower": "↓ lower is better", "higher": "↑ higher is better",
-          "target": "→ nearest its ideal"}
+          "target": "→ nearest its ideal",
+          "reference": "the trivial reference, the same for every method"}
 FILTER_COLUMNS = ("method", "backbone", "train_size", "split", "target")
 TARGET_UNITS = {"energy": "eV/atom", "forces": "eV/Å"}
 
