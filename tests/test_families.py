@@ -185,7 +185,7 @@ def test_recalibration_without_val_is_one_line_before_fitting(tmp_path, capsys):
     code = main(["run", "-m", "egnn", "-d", str(tmp_path / "d.xyz"), "--split-key", "part",
                  "--recalibrate", "scalar", "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "needs a validation split" in err[0], err
+    assert code == 2 and len(err) == 1 and "needs a calibration split" in err[0], err
     assert not out.exists()
 
 
@@ -369,7 +369,9 @@ def test_llpr_quick_run_records_its_calibration(tmp_path):
     (path,) = out.rglob("*.json")
     record = json.loads(path.read_text())
     calibration = record["fitted"]["calibration"]
-    assert calibration["fitted_on"] == "val" and calibration["alpha2"] > 0
+    # on the calibration split, not on the val that picked the weights
+    assert calibration["fitted_on"] == "calibration" and calibration["alpha2"] > 0
+    assert record["dataset"]["sizes"]["calibration"] >= 1
     assert record["variance_parts"] is None and record["n_samples"] is None
     assert record["metrics"]["test"]["forces"]["sharpness"] > 0
 

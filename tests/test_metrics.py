@@ -176,7 +176,7 @@ def test_metric_table_is_complete_and_directions_valid():
     keys = [m.key for m in M.BUILTIN]
     assert len(keys) == len(set(keys))
     for spec in M.BUILTIN:
-        assert spec.direction in {"lower", "higher", "target"}
+        assert spec.direction in {"lower", "higher", "target", "reference"}
         assert spec.label and spec.summary
         assert (spec.direction == "target") == (spec.ideal is not None)
 
