@@ -184,6 +184,10 @@ def _prepare(cfg: RunConfig):
     check_dataset_options(cfg.dataset, loader, data_kwargs)
     if cfg.train_size is not None:
         data_kwargs["train_size"] = cfg.train_size
+    if "seed" in accepted and "seed" not in data_kwargs:
+        # seeds vary the data with the model (another training subset, other
+        # trajectories), so an interval over seeds covers both
+        data_kwargs["seed"] = cfg.seed
     if cfg.quick and "quick" in accepted:
         data_kwargs["quick"] = True
     if cfg.quick:
@@ -288,10 +292,35 @@ def run(cfg: RunConfig) -> tuple[Path, dict]:
 def _run(cfg: RunConfig, method, data_kwargs: dict, log) -> tuple[Path, dict]:
     import torch
 
-    rid, config = identity(each_recalibration(cfg)[0], method, data_kwargs)
+    rid, _ = identity(each_recalibration(cfg)[0], method, data_kwargs)
     name = registry.dataset_name(cfg.dataset)
     torch.set_num_threads(cfg.threads)
     _seed_everything(cfg.seed)
+    dataset, data_s = _load(cfg, data_kwargs)
+    note("run: %s on %s, seed %d, %d thread(s), configuration %s", cfg.method, name,
+         cfg.seed, cfg.threads, rid.rsplit("-", 1)[1])
+    if cfg.train_size is None:  # name the record by the size the dataset chose
+        log.move(record_path(cfg.out, name, cfg.method, _named(
+            rid, cfg, len(dataset.splits["train"]))).with_suffix(".log"))
+    t0 = time.perf_counter()
+    note("fitting %s on %d structures", cfg.method, len(dataset.splits["train"]))
+    fit_calibrated(method, dataset.splits["train"], dataset.splits.get("val"),
+                   dataset.splits.get("calibration"))
+    fit_s = time.perf_counter() - t0
+    note("fit done in %.1f s", fit_s)
+    return _finish(cfg, method, data_kwargs, dataset, data_s, fit_s)
+
+
+def _named(rid: str, cfg: RunConfig, train_size: int) -> str:
+    """A run id named by the training size found, for a run at the dataset's default
+    size."""
+    return f"n{train_size}-{rid.split('-', 1)[1]}" if cfg.train_size is None else rid
+
+
+def _load(cfg: RunConfig, data_kwargs: dict):
+    """The run's dataset, with its calibration split carved from val where it has none,
+    and the seconds it took."""
+    name = registry.dataset_name(cfg.dataset)
     t0 = time.perf_counter()
     # A user's file is checked as it is read: its errors come as one line, so its (quick)
     # reading is silent; generated datasets report their generation.
@@ -304,22 +333,19 @@ def _run(cfg: RunConfig, method, data_kwargs: dict, log) -> tuple[Path, dict]:
     if cfg.recalibrate and not dataset.splits.get("calibration"):  # before the fit
         raise UQBenchError(f"--recalibrate needs a calibration split (half of val, which "
                            f"needs at least 2 frames); {name} has none")
-    note("run: %s on %s, seed %d, %d thread(s), configuration %s", cfg.method, name,
-         cfg.seed, cfg.threads, rid.rsplit("-", 1)[1])
-    train_size = len(dataset.splits["train"])
-    if cfg.train_size is None:  # name the record by the size the dataset chose
-        rid = f"n{train_size}-{rid.split('-', 1)[1]}"
-        log.move(record_path(cfg.out, name, cfg.method, rid).with_suffix(".log"))
     note("dataset ready in %.1f s: %s", data_s,
          ", ".join(f"{k} {v}" for k, v in dataset.sizes().items()))
+    return dataset, data_s
 
-    t0 = time.perf_counter()
-    note("fitting %s on %d structures", cfg.method, train_size)
-    fit_calibrated(method, dataset.splits["train"], dataset.splits.get("val"),
-                   dataset.splits.get("calibration"))
-    fit_s = time.perf_counter() - t0
-    note("fit done in %.1f s", fit_s)
 
+def _finish(cfg: RunConfig, method, data_kwargs: dict, dataset, data_s: float,
+            fit_s: float) -> tuple[Path, dict]:
+    """Predict every scored split of a fitted method, score, and write the run's record
+    (and one per recalibration kind); returns the last (path, record)."""
+    name = registry.dataset_name(cfg.dataset)
+    train_size = len(dataset.splits["train"])
+    rid, config = identity(each_recalibration(cfg)[0], method, data_kwargs)
+    rid = _named(rid, cfg, train_size)
     predictions, predict_s = {}, {}
     for split in dataset.test_splits:
         t0 = time.perf_counter()
@@ -338,12 +364,9 @@ def _run(cfg: RunConfig, method, data_kwargs: dict, log) -> tuple[Path, dict]:
 
     from uqbench import recalibration
 
-    def named(run_id: str) -> str:  # at the dataset's default size: by the size found
-        return f"n{train_size}-{run_id.split('-', 1)[1]}" if cfg.train_size is None else run_id
-
     raw_cfg = replaced(cfg, recalibrate=None)
     raw_rid, raw_config = identity(raw_cfg, method, data_kwargs)
-    raw_rid = named(raw_rid)
+    raw_rid = _named(raw_rid, cfg, train_size)
     _write_record(raw_cfg, method, raw_rid, raw_config, predictions, facts)
     cal = dataset.splits["calibration"]
     cal_pred = method.predict_distribution(cal, cfg.n_samples)
@@ -358,9 +381,54 @@ def _run(cfg: RunConfig, method, data_kwargs: dict, log) -> tuple[Path, dict]:
         key = "level_maps" if kind == "isotonic" else "factors"
         extra = {"recalibration": {"method": kind, key: fitted,
                                    "fitted_on": "calibration", "raw_record": raw_rid}}
-        written = _write_record(kind_cfg, method, named(kind_rid), kind_config, adjusted,
-                                facts, extra)
+        written = _write_record(kind_cfg, method, _named(kind_rid, cfg, train_size),
+                                kind_config, adjusted, facts, extra)
     return written
+
+
+def run_stacked(cfgs: list[RunConfig]) -> list[tuple[Path, dict]]:
+    """Several seeds of one configuration (same method, dataset, size and settings), every
+    model of every seed trained as one stacked computation
+    (`uqbench.strategies.base.TorchUQMethod.fit_many`); each seed keeps its own data,
+    initialisation, batch order, record and id. Where the method cannot stack, each seed
+    runs as `run` would. Progress goes to the first seed's ``<record>.log``."""
+    import torch
+
+    from uqbench.strategies.base import TorchUQMethod
+
+    prepared = [prepare(cfg) for cfg in cfgs]
+    methods = [method for method, _ in prepared]
+    if len(cfgs) < 2 or not all(isinstance(m, TorchUQMethod) and m.stack_members
+                                for m in methods):
+        return [run(cfg) for cfg in cfgs]
+    first = cfgs[0]
+    name = registry.dataset_name(first.dataset)
+    rid, _ = identity(each_recalibration(first)[0], methods[0], prepared[0][1])
+    log = log_to_file(record_path(first.out, name, first.method, rid).with_suffix(".log"))
+    with log:
+        torch.set_num_threads(first.threads)
+        loaded = []
+        for cfg, (_, data_kwargs) in zip(cfgs, prepared, strict=True):
+            _seed_everything(cfg.seed)
+            loaded.append(_load(cfg, data_kwargs))
+        note("run: %s on %s, seeds %s stacked, %d thread(s)", first.method, name,
+             ", ".join(str(c.seed) for c in cfgs), first.threads)
+        t0 = time.perf_counter()
+        stacked = TorchUQMethod.fit_many(
+            methods, [d.splits["train"] for d, _ in loaded],
+            [d.splits.get("val") for d, _ in loaded],
+            [d.splits.get("calibration") for d, _ in loaded])
+        wall = time.perf_counter() - t0
+        if not stacked:
+            return [run(cfg) for cfg in cfgs]
+        note("fit of %d seeds done in %.1f s", len(cfgs), wall)
+        out = []
+        for cfg, method, (_, data_kwargs), (dataset, data_s) in zip(
+                cfgs, methods, prepared, loaded, strict=True):
+            _seed_everything(cfg.seed)
+            out.append(_finish(cfg, method, data_kwargs, dataset, data_s,
+                               method.fit_seconds_))
+    return out
 
 
 def _write_record(cfg: RunConfig, method, rid: str, config: dict, predictions: dict,

@@ -48,7 +48,7 @@ import yaml
 
 from uqbench.errors import UQBenchError
 from uqbench.params import merge
-from uqbench.progress import Progress
+from uqbench.progress import Progress, note
 from uqbench.results import write_json_atomic
 from uqbench.runner import DEFAULT_THREADS, RunConfig, planned_paths, run
 
@@ -200,6 +200,63 @@ def run_one(cfg: RunConfig) -> str:
     return "done"
 
 
+def stack_groups(configs: list[RunConfig]) -> list[list[RunConfig]]:
+    """The configurations as tasks: the seeds of one cell (same method, dataset, size and
+    settings) form one task where the method trains its models stacked
+    (``stack_members``: `uqbench.runner.run_stacked`), every other run is a task of its
+    own. Order is kept (a group stands where its first seed stood)."""
+    from uqbench import registry
+
+    stacks: dict[str, bool] = {}
+
+    def stacks_models(method: str) -> bool:
+        if method not in stacks:
+            try:
+                stacks[method] = bool(getattr(registry.create_method(method),
+                                              "stack_members", False))
+            except Exception:  # an unknown or broken method: its own run says why
+                stacks[method] = False
+        return stacks[method]
+
+    groups: dict[str, list[RunConfig]] = {}
+    order: list[list[RunConfig]] = []
+    for cfg in configs:
+        if not stacks_models(cfg.method):
+            order.append([cfg])
+            continue
+        key = json.dumps({k: v for k, v in cfg.__dict__.items() if k != "seed"},
+                         sort_keys=True, default=str)
+        if key not in groups:
+            groups[key] = []
+            order.append(groups[key])
+        groups[key].append(cfg)
+    return order
+
+
+def run_group(cfgs: list[RunConfig]) -> list[str]:
+    """Run a task of `stack_groups` unless recorded: one status per configuration. A
+    stacked task that fails runs its seeds one by one (each then recorded or failed as
+    `run_one` does)."""
+    from uqbench.runner import run_stacked
+
+    status = {i: "skipped" for i in range(len(cfgs))}
+    todo = [i for i, c in enumerate(cfgs) if not all(recorded(p) for p in planned_paths(c))]
+    try:
+        if len(todo) < 2:
+            raise LookupError("nothing to stack")
+        run_stacked([cfgs[i] for i in todo])
+    except Exception as exc:  # the seeds one by one: each records its own failure
+        if len(todo) >= 2:
+            note("a stacked task failed (%s: %s); its seeds run one by one",
+                 type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        status.update({i: run_one(cfgs[i]) for i in todo})
+    else:
+        for i in todo:
+            planned_paths(cfgs[i])[0].with_suffix(".failed").unlink(missing_ok=True)
+            status[i] = "done"
+    return [status[i] for i in range(len(cfgs))]
+
+
 def _cluster_from_spec(spec: dict[str, Any]):
     try:
         import dask_jobqueue
@@ -244,13 +301,15 @@ def run_sweep_dask(configs: list[RunConfig], scheduler: str | None = None,
                                dashboard_address=":0")
         client = Client(cluster)
     try:
-        futures = [client.submit(run_one, cfg, pure=False) for cfg in todo]
+        tasks = stack_groups(todo)
+        futures = [client.submit(run_group, group, pure=False) for group in tasks]
         bar = Progress(len(todo), "sweep", unit="run", every=0 if progress else None)
-        by_future = dict(zip(futures, todo, strict=True))
+        by_future = dict(zip(futures, tasks, strict=True))
         for future in as_completed(futures):
-            status = future.result()
-            counts[status] += 1
-            bar.update(1, last=f"{status} {_label(by_future[future])}")
+            group = by_future[future]
+            for status, cfg in zip(future.result(), group, strict=True):
+                counts[status] += 1
+                bar.update(1, last=f"{status} {_label(cfg)}")
         bar.close()
     finally:
         client.close()
@@ -263,10 +322,10 @@ def run_sweep(configs: list[RunConfig], progress: bool = True) -> dict[str, int]
     """Run serially in this process (no Dask); returns counts of done, skipped, failed."""
     counts = {"done": 0, "skipped": 0, "failed": 0}
     bar = Progress(len(configs), "sweep", unit="run", every=0 if progress else None)
-    for cfg in configs:
-        status = run_one(replace(cfg))
-        counts[status] += 1
-        bar.update(1, last=f"{status} {_label(cfg)}")
+    for group in stack_groups([replace(cfg) for cfg in configs]):
+        for status, cfg in zip(run_group(group), group, strict=True):
+            counts[status] += 1
+            bar.update(1, last=f"{status} {_label(cfg)}")
     bar.close()
     return counts
 

@@ -216,3 +216,120 @@ class fixed_noise:  # noqa: N801 (used as a context manager, like torch.no_grad)
 
     def __exit__(self, *exc) -> None:
         self._fork.__exit__(*exc)
+
+
+def stacked_mse_losses(stack, batch: GraphBatch, structure_model: torch.Tensor,
+                       force_weight: float) -> torch.Tensor:
+    """`mse_loss` of each model of a `uqbench.backbones.stacked.StackedEGNN` on its own
+    part of a joined batch: a vector [K] (the sum's gradient with respect to model k's
+    weights is the gradient of model k's loss alone)."""
+    k = stack.k
+    energy, forces = energy_and_forces(stack, batch, create_graph=stack.training,
+                                       structure_model=structure_model)
+    atom_model = structure_model[batch.structure]
+    e_err = (energy - batch.energy) / batch.n_atoms / stack.energy_scale[structure_model]
+    f_err = (forces - batch.forces) / stack.energy_scale[atom_model][:, None]
+    e_model, f_model = structure_model, atom_model
+    if batch.energy_labelled is not None:  # select before squaring: NaN labels stay out
+        e_err, e_model = e_err[batch.energy_labelled], e_model[batch.energy_labelled]
+        f_err, f_model = f_err[batch.forces_labelled], f_model[batch.forces_labelled]
+    zeros = energy.new_zeros(k)
+    e_sum = zeros.index_add(0, e_model, e_err**2)
+    f_sum = zeros.index_add(0, f_model, (f_err**2).sum(-1))
+    e_n = torch.bincount(e_model, minlength=k).clamp(min=1)
+    f_n = 3 * torch.bincount(f_model, minlength=k).clamp(min=1)
+    return e_sum / e_n + force_weight * f_sum / f_n
+
+
+def train_stacked(
+    stack,
+    train_items: list[list[dict]],
+    val_items: list[list[dict]] | None,
+    *,
+    force_weight: float,
+    lr: float,
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    seeds: list[int],
+    max_steps: int,
+    desc: str = "training",
+    warmup_steps: int = 0,
+) -> tuple[list[dict], list[dict]]:
+    """`train` for the K models of ``stack`` at once: model k sees ``train_items[k]`` in the
+    order ``seeds[k]`` gives (as `train` with that seed), every model takes ``max_steps``
+    Adam(W) steps, and each keeps its own best-validation weights (on ``val_items[k]``).
+    The training sets must be equally long (equal steps per epoch). No early stopping or
+    plateau schedule (the protocol's rule; `train` with ``patience`` None). Returns each
+    model's history and best state dict (an `EGNN` state dict)."""
+    from uqbench.backbones.stacked import join
+
+    k = stack.k
+    n_train = len(train_items[0])
+    if any(len(items) != n_train for items in train_items):
+        raise ValueError("stacked training needs training sets of one size")
+    rngs = [np.random.default_rng(seed) for seed in seeds]
+    optimiser = torch.optim.AdamW(stack.parameters(), lr=lr, weight_decay=0.0)
+    base_lr = lr
+    val_batches = None
+    if val_items:
+        size = 4 * batch_size
+        longest = max(len(v) for v in val_items)
+        val_batches = [join([v[s:s + size] for v in val_items], dtype, device)
+                       for s in range(0, longest, size)]
+        val_counts = torch.tensor([len(v) for v in val_items], dtype=torch.float64)
+    best = [math.inf] * k
+    best_states: list[dict | None] = [None] * k
+    histories: list[dict] = [{"train_loss": [], "val_loss": []} for _ in range(k)]
+    steps = 0
+    progress = Progress(max(max_steps, 0), desc, unit="step")
+    epoch = 0
+    while steps < max_steps:
+        stack.train()
+        orders = [rng.permutation(n_train) for rng in rngs]
+        totals, seen = torch.zeros(k, dtype=torch.float64), 0
+        for start in range(0, n_train, batch_size):
+            if steps < warmup_steps:
+                for group in optimiser.param_groups:
+                    group["lr"] = base_lr * (steps + 1) / warmup_steps
+            chunk = [[items[i] for i in order[start:start + batch_size]]
+                     for items, order in zip(train_items, orders, strict=True)]
+            batch, model = join(chunk, dtype, device)
+            optimiser.zero_grad(set_to_none=True)
+            losses = stacked_mse_losses(stack, batch, model, force_weight)
+            if not torch.isfinite(losses).all():
+                raise FloatingPointError(f"{desc}: a training loss became "
+                                         f"{losses.detach().tolist()}")
+            losses.sum().backward()
+            optimiser.step()
+            steps += 1
+            progress.update(1)
+            totals += losses.detach().double().cpu() * len(chunk[0])
+            seen += len(chunk[0])
+            if steps >= max_steps:
+                break
+        epoch += 1
+        for i in range(k):
+            histories[i]["train_loss"].append(float(totals[i]) / max(seen, 1))
+        if val_batches is None:
+            continue
+        stack.eval()
+        val = torch.zeros(k, dtype=torch.float64)
+        for vbatch, vmodel in val_batches:
+            per_model = torch.bincount(vmodel, minlength=k).double().cpu()
+            val += (stacked_mse_losses(stack, vbatch, vmodel, force_weight).detach()
+                    .double().cpu() * per_model)
+        val /= val_counts.clamp(min=1)
+        progress.update(0, epoch=epoch, val=float(val.mean()))
+        for i in range(k):
+            histories[i]["val_loss"].append(float(val[i]))
+            if float(val[i]) < best[i]:
+                best[i] = float(val[i])
+                best_states[i] = stack.state_dict_of(i)
+                histories[i]["best_step"] = steps
+    progress.close()
+    for i in range(k):
+        if best_states[i] is None:
+            best_states[i] = stack.state_dict_of(i)
+        histories[i].update(epochs=len(histories[i]["train_loss"]), steps=steps, stacked=k)
+    return histories, best_states

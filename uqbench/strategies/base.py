@@ -18,7 +18,7 @@ from uqbench.errors import UQBenchError
 from uqbench.method import UQMethod
 from uqbench.params import SEED_MAX, Interval, Mapping, Optional, Options
 from uqbench.prediction import Prediction
-from uqbench.progress import Progress
+from uqbench.progress import Progress, note
 from uqbench.training import mse_loss, resolve_device, train
 
 #: Optimiser steps per model over all stages when a card says nothing else (the EGNN
@@ -123,6 +123,12 @@ class TorchUQMethod(UQMethod):
     #: True for a method that predicts means and standard deviations (`predict_gaussian`)
     #: rather than samples.
     parametric: bool = False
+
+    #: True for a method whose models are each a plain backbone trained by the default
+    #: `fit_member` (one MSE stage), such as a deep ensemble: `fit` then trains them
+    #: together as one stacked computation (`fit_stacked`) where the backbone allows it,
+    #: and one by one, saying why in the log, where it does not.
+    stack_members: bool = False
 
     # -- pieces subclasses provide --------------------------------------------------------
     def _backbone_options(self) -> dict:
@@ -240,7 +246,46 @@ class TorchUQMethod(UQMethod):
         """Fit every model (`fit_member`) on ``train_set``, keeping the best weights on
         ``val``. ``calibration``: a split of its own for post-hoc fits (LLPR's constants),
         disjoint from ``val``; kept as graph items in ``calibration_items_`` (None
-        without one, when such fits fall back to ``val``)."""
+        without one, when such fits fall back to ``val``). With `stack_members`, the
+        models train as one stacked computation where they can (`fit_many`)."""
+        train_items, val_items = self._begin_fit(train_set, val, calibration)
+        start = time.perf_counter()
+        if self.stack_members and self.n_models() > 1 and _fit_stacked(
+                [self], [train_items], [val_items]):
+            return self
+        for member in range(self.n_models()):
+            torch.manual_seed(self.seed * 1000 + member)
+            model, history = self.fit_member(member, train_items, val_items)
+            model.eval()
+            self.models_.append(model)
+            self.history_.append(history)
+        self.fit_seconds_ = time.perf_counter() - start
+        self.budget_ = self._budget_summary()
+        return self
+
+    @staticmethod
+    def fit_many(methods: list[TorchUQMethod], train_sets: list[list[Atoms]],
+                 val_sets: list[list[Atoms] | None],
+                 calibration_sets: list[list[Atoms] | None]) -> bool:
+        """Fit ``methods`` (e.g. the seeds of one configuration, each with its own data)
+        with all their models trained as one stacked computation
+        (`uqbench.training.train_stacked`): each model initialised, ordered and selected
+        as in its own `fit`, each method fitted as by `fit` (``fit_seconds_`` its share
+        of the wall time, ``budget_["stacked"]`` the number of models trained together).
+        False, with a log line saying why and nothing fitted, where they cannot stack:
+        methods without `stack_members`, unequal budgets or settings, a backbone other
+        than uqbench's EGNN, ``patience`` set, stress labels in the loss."""
+        if not all(isinstance(m, TorchUQMethod) and m.stack_members for m in methods):
+            note("the methods train one by one (not every one stacks its models)")
+            return False
+        items = [m._begin_fit(t, v, c) for m, t, v, c in
+                 zip(methods, train_sets, val_sets, calibration_sets, strict=True)]
+        return _fit_stacked(methods, [t for t, _ in items], [v for _, v in items])
+
+    def _begin_fit(self, train_set: list[Atoms], val: list[Atoms] | None,
+                   calibration: list[Atoms] | None) -> tuple[list[dict], list[dict] | None]:
+        """What every fit does before training: checks, device, adapter, graphs, budget;
+        returns the train and val graph items."""
         for name in ("force_weight", "stress_weight"):
             weight = getattr(self, name)
             if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
@@ -260,16 +305,7 @@ class TorchUQMethod(UQMethod):
                                    if calibration else None)
         self.models_: list[nn.Module] = []
         self.history_: list[dict] = []
-        start = time.perf_counter()
-        for member in range(self.n_models()):
-            torch.manual_seed(self.seed * 1000 + member)
-            model, history = self.fit_member(member, train_items, val_items)
-            model.eval()
-            self.models_.append(model)
-            self.history_.append(history)
-        self.fit_seconds_ = time.perf_counter() - start
-        self.budget_ = self._budget_summary()
-        return self
+        return train_items, val_items
 
     def _budget_summary(self) -> dict:
         """Optimiser steps per model and stage as spent, against the budget."""
@@ -279,6 +315,7 @@ class TorchUQMethod(UQMethod):
             per_model.append({name: h.get("steps", 0) for name, h in stages.items()})
         return {"max_steps": self.max_steps, "max_epochs": self.max_epochs,
                 "budget_steps": self.total_steps_,
+                "stacked": max(h.get("stacked", 1) for h in self.history_),
                 "steps_per_model": [sum(m.values()) for m in per_model],
                 "steps_by_stage": per_model}
 
@@ -487,6 +524,70 @@ def _labelled(structures: list[Atoms], split: str) -> list[Atoms]:
             raise UQBenchError(f"{split} structure {i} has a non-finite energy or force label")
         out.append(a)
     return out
+
+
+#: Settings that stacked models must share (they train under one loop and optimiser).
+STACK_SHARED = ("lr", "batch_size", "force_weight", "total_steps_", "device_", "dtype")
+
+
+def _fit_stacked(methods: list[TorchUQMethod], train_items: list[list[dict]],
+                 val_items: list[list[dict] | None]) -> bool:
+    """Train every model of ``methods`` (after `TorchUQMethod._begin_fit`) as one stacked
+    computation and finish each method's fit; False, with a log line saying why and
+    nothing trained, where they cannot stack."""
+    from uqbench.backbones.stacked import StackedEGNN, can_stack
+    from uqbench.training import train_stacked
+
+    what = methods[0].key or type(methods[0]).__name__
+    counts = [m.n_models() for m in methods]
+    reason = None
+    if any(m.patience is not None for m in methods):
+        reason = "patience is set; stacked training has no early stopping"
+    elif any(m.stress_weight and any("stress" in it for it in items)
+             for m, items in zip(methods, train_items, strict=True)):
+        reason = "the loss has a stress term"
+    elif any(getattr(m, key) != getattr(methods[0], key) for m in methods
+             for key in STACK_SHARED):
+        reason = "their budgets or training settings differ"
+    elif len({len(items) for items in train_items}) > 1:
+        reason = "their training sets differ in size"
+    elif any(bool(v) != bool(val_items[0]) for v in val_items):
+        reason = "some have a val split and some not"
+    models, seeds = [], []
+    if reason is None:
+        for method, items, n in zip(methods, train_items, counts, strict=True):
+            for member in range(n):
+                torch.manual_seed(method.seed * 1000 + member)
+                models.append(method.new_backbone(items, member))
+                seeds.append(method.seed * 1000 + member)
+        reason = can_stack(models)
+    if reason is not None:
+        note("%s: %d models train one by one (%s)", what, sum(counts), reason)
+        return False
+    note("%s: %d models train stacked, as one computation", what, len(models))
+    head = methods[0]
+    start = time.perf_counter()
+    histories, states = train_stacked(
+        StackedEGNN.from_models(models),
+        [items for items, n in zip(train_items, counts, strict=True) for _ in range(n)],
+        ([v for v, n in zip(val_items, counts, strict=True) for _ in range(n)]
+         if val_items[0] else None),
+        force_weight=head.force_weight, lr=head.lr, batch_size=head.batch_size,
+        device=head.device_, dtype=head._torch_dtype, seeds=seeds,
+        max_steps=head.total_steps_, desc=f"{what} {len(models)} models stacked")
+    wall = time.perf_counter() - start
+    for model, state in zip(models, states, strict=True):
+        model.load_state_dict(state)
+        model.eval()
+    at = 0
+    for method, n in zip(methods, counts, strict=True):
+        method.models_ = models[at:at + n]
+        method.history_ = histories[at:at + n]
+        at += n
+        method.fit_seconds_ = wall * n / len(models)
+        method.budget_ = method._budget_summary()
+        method.budget_["stacked_wall_s"] = wall
+    return True
 
 
 class WarmStarted(TorchUQMethod):

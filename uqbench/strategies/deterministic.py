@@ -14,6 +14,7 @@ class Deterministic(TorchUQMethod):
     error, NLL is infinite (counted in ``n_zero_std``).
     """
 
+    stack_members = True  # a plain backbone with the MSE loss: seeds can train stacked
 
     def sample(self, batch, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._member_passes(self.models_[0], batch, 1)

@@ -13,6 +13,7 @@ class DeepEnsemble(TorchUQMethod):
     """Deep ensemble of M backbones differing in initialisation and minibatch order."""
 
     parameter_constraints = {"n_members": Interval(int, 2)}
+    stack_members = True  # M plain backbones with the MSE loss: trained as one computation
 
     def __init__(self, n_members: int = 5, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -16,6 +16,9 @@ class MCDropout(TorchUQMethod):
     """
 
     parameter_constraints = {"dropout": Interval(float, 0, 1, closed="neither")}
+    # one plain backbone with the MSE loss: seeds can train stacked (each model draws its
+    # own dropout masks, from another random stream than when trained alone)
+    stack_members = True
 
     def __init__(self, dropout: float = 0.1, **kwargs) -> None:
         super().__init__(**kwargs)
