@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -73,15 +74,15 @@ def main() -> None:
     for threads in args.threads:
         torch.set_num_threads(threads)
         (one,) = models(items, 1)
-        loop_ms = per_step(lambda: train(  # noqa: B023
-            one, items, None, lambda m, b: mse_loss(m, b, 1.0), max_epochs=args.steps,
-            lr=1e-3, batch_size=32, patience=None, device=CPU, dtype=torch.float32, seed=0,
-            max_steps=args.steps), args.steps)
-        plain_ms = per_step(lambda: plain_loop(one, pre, args.steps), args.steps)  # noqa: B023
+        loop_ms = per_step(partial(
+            train, one, items, None, partial(mse_loss, force_weight=1.0),
+            max_epochs=args.steps, lr=1e-3, batch_size=32, patience=None, device=CPU,
+            dtype=torch.float32, seed=0, max_steps=args.steps), args.steps)
+        plain_ms = per_step(partial(plain_loop, one, pre, args.steps), args.steps)
         stack = StackedEGNN.from_models(models(items, args.k))
-        stacked_ms = per_step(lambda: train_stacked(  # noqa: B023
-            stack, [items] * args.k, None, force_weight=1.0, lr=1e-3, batch_size=32,
-            device=CPU, dtype=torch.float32, seeds=list(range(args.k)),
+        stacked_ms = per_step(partial(
+            train_stacked, stack, [items] * args.k, None, force_weight=1.0, lr=1e-3,
+            batch_size=32, device=CPU, dtype=torch.float32, seeds=list(range(args.k)),
             max_steps=args.steps), args.steps)
         row = {"uqbench_loop_one_model": round(loop_ms, 2),
                "plain_pytorch_loop_one_model": round(plain_ms, 2),
