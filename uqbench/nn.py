@@ -36,9 +36,11 @@ class GaussianRBF(nn.Module):
         return torch.exp(-(((r[:, None] - self.centers) / self.width) ** 2))
 
 
-def cosine_envelope(r: torch.Tensor, cutoff: float | None) -> torch.Tensor:
-    """Smoothly takes messages to zero at the cutoff, so energies stay continuous."""
+def cosine_envelope(r: torch.Tensor, cutoff: float | None) -> torch.Tensor | None:
+    """Smoothly takes messages to zero at the cutoff, so energies stay continuous; None
+    without a cutoff (every message counts in full: no multiplication by one to pay for,
+    forward and backward)."""
     if cutoff is None:
-        return torch.ones_like(r)
+        return None
     return torch.where(r < cutoff, 0.5 * (torch.cos(torch.pi * r / cutoff) + 1.0),
                        torch.zeros_like(r))

@@ -115,7 +115,9 @@ def train(
     """
     rng = np.random.default_rng(seed)
     groups = param_groups if param_groups is not None else [{"params": model.parameters()}]
-    optimiser = torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
+    # foreach: one multi-tensor update instead of one per parameter (about 8 % of a study
+    # EGNN step on one CPU thread; benchmarks/stacked_steps.py)
+    optimiser = torch.optim.AdamW(groups, lr=lr, weight_decay=0.0, foreach=True)
     # patience None: every step is spent and the learning rate follows only the warm-up
     # (the protocol's rule); else a plateau of patience // 2 epochs halves it.
     scheduler = (None if patience is None else torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -269,7 +271,7 @@ def train_stacked(
     if any(len(items) != n_train for items in train_items):
         raise ValueError("stacked training needs training sets of one size")
     rngs = [np.random.default_rng(seed) for seed in seeds]
-    optimiser = torch.optim.AdamW(stack.parameters(), lr=lr, weight_decay=0.0)
+    optimiser = torch.optim.AdamW(stack.parameters(), lr=lr, weight_decay=0.0, foreach=True)
     base_lr = lr
     val_batches = None
     if val_items:

@@ -26,8 +26,10 @@ class EGNNLayer(nn.Module):
         self.update = MLP(2 * hidden, hidden, hidden, dropout)
 
     def forward(self, h: torch.Tensor, src: torch.Tensor, dst: torch.Tensor,
-                edge_feat: torch.Tensor, envelope: torch.Tensor) -> torch.Tensor:
-        m = self.message(torch.cat([h[dst], h[src], edge_feat], dim=-1)) * envelope[:, None]
+                edge_feat: torch.Tensor, envelope: torch.Tensor | None) -> torch.Tensor:
+        m = self.message(torch.cat([h[dst], h[src], edge_feat], dim=-1))
+        if envelope is not None:
+            m = m * envelope[:, None]
         agg = torch.zeros_like(h).index_add_(0, dst, m)
         return h + self.update(torch.cat([h, agg], dim=-1))
 
@@ -51,7 +53,8 @@ class EGNN(nn.Module):
 
     def features(self, batch: GraphBatch) -> tuple[torch.Tensor, ...]:
         """Initial node features [n_atoms, hidden], edge features [n_edges, n_rbf + 2] and
-        the cutoff envelope [n_edges]: the invariant inputs of the first layer."""
+        the cutoff envelope [n_edges] (None without a cutoff): the invariant inputs of the
+        first layer."""
         vec = batch.positions[batch.src] - batch.positions[batch.dst] + batch.shift
         r = torch.sqrt((vec * vec).sum(-1) + 1e-12)
         edge_attr = (batch.charges[batch.src] * batch.charges[batch.dst])[:, None]

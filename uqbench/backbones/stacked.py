@@ -200,7 +200,9 @@ class StackedEGNN(nn.Module):
              + batch.charges[:, None] * self.charge_embed[atom_model])
         for layer in self.layers:
             m = layer.message(torch.cat([h[batch.dst], h[batch.src], edge_feat], dim=-1),
-                              edges) * envelope[:, None]
+                              edges)
+            if envelope is not None:
+                m = m * envelope[:, None]
             agg = torch.zeros_like(h).index_add(0, batch.dst, m)
             h = h + layer.update(torch.cat([h, agg], dim=-1), atoms)
         atom_energy = (self.readout(h, atoms).squeeze(-1) * self.energy_scale[atom_model]
