@@ -88,8 +88,12 @@ def cli() -> None:
                    "split-conformal std factor whose 95 % intervals cover >= 95 % of new "
                    "data; scalar,isotonic,conformal writes all from the one fit. Means "
                    "never change.")
+@click.option("--allow-overlap", is_flag=True,
+              help="Accept identical structures in two splits (refused by default: a "
+                   "structure in train and test is not held out); recorded in the run.")
 def run(method, dataset, train_size, seed, device, n_samples, out, quick, params,
-        dataset_options, data_path, split_key, weights, threads, recalibrate) -> None:
+        dataset_options, data_path, split_key, weights, threads, recalibrate,
+        allow_overlap) -> None:
     """Fit METHOD on DATASET, predict every test split, score, and write one record.
 
     DATASET is a registered key (see `uqbench datasets`), a dataset spec file (YAML naming
@@ -108,7 +112,8 @@ def run(method, dataset, train_size, seed, device, n_samples, out, quick, params
                     device=device, n_samples=n_samples, quick=quick,
                     params=_parse_params(params), out=out, dataset_options=options,
                     weights=str(weights.resolve()) if weights else None,
-                    threads=threads or DEFAULT_THREADS, recalibrate=recalibrate)
+                    threads=threads or DEFAULT_THREADS, recalibrate=recalibrate,
+                    allow_overlap=allow_overlap)
     path, record = do_run(cfg)
     click.echo(f"{method} on {dataset} (train size {record['train_size']}, seed {seed}, "
                f"{record['device']}, {record['threads']} thread(s)): "

@@ -144,3 +144,27 @@ def carve_calibration(val: list[Atoms], seed: int) -> tuple[list[Atoms], list[At
     cal = [val[i] for key in keys if key in chosen for i in groups[key]]
     rest = [val[i] for key in keys if key not in chosen for i in groups[key]]
     return rest, cal
+
+
+def structure_key(atoms: Atoms, decimals: int = 5) -> bytes:
+    """A hash key of a structure: its species, positions rounded to ``decimals`` Å, cell
+    and periodicity. Two frames with one key are the same structure (a leak if they sit
+    in two splits)."""
+    return b"|".join((atoms.numbers.astype(np.int64).tobytes(),
+                      np.round(atoms.positions, decimals).tobytes(),
+                      np.round(np.asarray(atoms.cell.array), decimals).tobytes(),
+                      np.asarray(atoms.pbc, dtype=bool).tobytes()))
+
+
+def overlaps(splits: dict[str, list[Atoms]]) -> list[tuple[str, str, int]]:
+    """Every pair of splits that shares structures (`structure_key`), with how many of the
+    second split's structures the first holds, in split order."""
+    keys = {name: {structure_key(a) for a in frames} for name, frames in splits.items()}
+    names = list(splits)
+    found = []
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            shared = sum(structure_key(a) in keys[first] for a in splits[second])
+            if shared:
+                found.append((first, second, shared))
+    return found

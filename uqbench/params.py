@@ -163,3 +163,26 @@ def check_kind(key: str, value: Any, default: Any) -> None:
         ok, kind = isinstance(value, type(default)), f"a {type(default).__name__}"
     if not ok:
         raise ValueError(f"{key} must be {kind}; got {value!r}")
+
+
+def load_yaml_strict(text: str) -> Any:
+    """YAML as data (safe types only), refusing a mapping that names a key twice: plain
+    YAML keeps the last one silently, and a spec with ``train:`` twice would train on
+    what the user meant as test. The error is a ``yaml.YAMLError`` with the line."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return loader.construct_mapping(node, deep)
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 (a SafeLoader subclass)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from uqbench import registry
-from uqbench.dataset import CALIBRATION_RULE, carve_calibration, label_counts
+from uqbench.dataset import CALIBRATION_RULE, carve_calibration, label_counts, overlaps
 from uqbench.errors import UQBenchError
 from uqbench.metrics.table import spec_info
 from uqbench.params import check_kind, merge
@@ -50,6 +50,8 @@ class RunConfig:
     # post-hoc recalibration on val (uqbench.recalibration): one kind, or several written
     # from the one fit
     recalibrate: str | list[str] | tuple[str, ...] | None = None
+    # accept structures that appear in two splits (recorded; refused by default: a leak)
+    allow_overlap: bool = False
 
 
 #: Backbones that start from pretrained weights (and take ``--weights``).
@@ -217,6 +219,8 @@ def identity(cfg: RunConfig, method, data_kwargs: dict) -> tuple[str, dict]:
               "threads": cfg.threads, "calibration": CALIBRATION_RULE}
     if cfg.recalibrate:  # only when set: earlier records keep their ids
         config["recalibrate"] = cfg.recalibrate
+    if cfg.allow_overlap:
+        config["allow_overlap"] = True
     return run_id(config), config
 
 
@@ -327,6 +331,15 @@ def _load(cfg: RunConfig, data_kwargs: dict):
     with quiet() if registry.is_file_dataset(cfg.dataset) else nullcontext():
         dataset = registry.dataset_loader(cfg.dataset)(**data_kwargs)
     data_s = time.perf_counter() - t0
+    shared = overlaps(dataset.splits)
+    if shared:
+        listed = "; ".join(f"{b} shares {n} of its {len(dataset.splits[b])} structures with "
+                           f"{a}" for a, b, n in shared)
+        if not cfg.allow_overlap:
+            raise UQBenchError(f"{name}: identical structures in two splits ({listed}): "
+                               "scores on them would not be held out (--allow-overlap to "
+                               "accept, recorded)")
+        note("splits overlap, accepted by --allow-overlap: %s", listed)
     if not dataset.splits.get("calibration") and dataset.splits.get("val"):
         dataset.splits["val"], dataset.splits["calibration"] = carve_calibration(
             dataset.splits["val"], cfg.seed)

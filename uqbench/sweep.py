@@ -47,7 +47,7 @@ from typing import Any
 import yaml
 
 from uqbench.errors import UQBenchError
-from uqbench.params import merge
+from uqbench.params import load_yaml_strict, merge
 from uqbench.progress import Progress, note
 from uqbench.results import write_json_atomic
 from uqbench.runner import DEFAULT_THREADS, RunConfig, planned_paths, run
@@ -60,7 +60,7 @@ OPTIONAL_KEYS = ("params", "quick", "n_samples", "device", "threads", "cluster",
 def load_sweep(path: Path, profile: str | None = None) -> dict[str, Any]:
     """The sweep file as a mapping; ``profile`` overlays one entry of its ``profiles``."""
     try:
-        spec = yaml.safe_load(Path(path).read_text())
+        spec = load_yaml_strict(Path(path).read_text())
     except OSError as exc:
         raise UQBenchError(f"cannot read sweep file {str(path)!r}: {exc.strerror}") from None
     except yaml.YAMLError as exc:

@@ -6,7 +6,7 @@ import numpy as np
 from ase import Atoms
 from ase.neighborlist import neighbor_list
 
-from uqbench.dataset import Dataset, energies, forces, label_counts, n_atoms
+from uqbench.dataset import Dataset, energies, forces, label_counts, n_atoms, overlaps
 
 #: Distances searched for the closest pair (Å); closer than CLOSE is reported as a problem.
 SEARCH, CLOSE = 3.0, 0.5
@@ -20,10 +20,6 @@ def min_distance(atoms: Atoms) -> float:
         return np.inf
     d = neighbor_list("d", atoms, SEARCH)
     return float(d.min()) if d.size else np.inf
-
-
-def _fingerprint(atoms: Atoms) -> bytes:
-    return atoms.numbers.tobytes() + np.round(atoms.positions, 5).tobytes()
 
 
 def split_rows(dataset: Dataset) -> list[dict]:
@@ -56,17 +52,10 @@ def problems(dataset: Dataset) -> list[str]:
     """Everything that would make a benchmark on ``dataset`` mislead, one line each."""
     found = []
     train = dataset.splits["train"]
-    seen: dict[bytes, str] = {}
-    for name, frames in dataset.splits.items():
-        leaks = 0
-        for atoms in frames:
-            key = _fingerprint(atoms)
-            if key in seen and seen[key] != name:
-                leaks += 1
-            seen.setdefault(key, name)
-        if leaks:
-            found.append(f"{leaks} structure(s) of {name!r} also appear in an earlier split "
-                         "(identical atoms and positions): scores on it are not held out")
+    for first, second, shared in overlaps(dataset.splits):
+        found.append(f"{shared} of the {len(dataset.splits[second])} structures of "
+                     f"{second!r} also appear in {first!r} (identical atoms, positions and "
+                     "cell): scores on them are not held out")
     train_elements = {s for a in train for s in a.get_chemical_symbols()}
     labels = label_counts(train)
     if not labels["energy"]:

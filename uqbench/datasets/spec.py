@@ -41,6 +41,7 @@ from ase.data import atomic_numbers
 from uqbench.dataset import ID_SPLITS, Dataset, full_stress
 from uqbench.datasets.extxyz import read_labelled
 from uqbench.errors import UQBenchError
+from uqbench.params import load_yaml_strict
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 TOP_KEYS = ("name", "description", "splits", "labels", "units", "reference_energies")
@@ -62,13 +63,15 @@ def read_spec(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     where = f"dataset spec {path.name}"
     try:
-        spec = yaml.safe_load(path.read_text())
+        spec = load_yaml_strict(path.read_text())
     except OSError as exc:
         raise UQBenchError(f"cannot read {where}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UQBenchError(f"{where}: not valid YAML{line}") from None
+        problem = getattr(exc, "problem", None)
+        raise UQBenchError(f"{where}: not valid YAML{line}"
+                           + (f" ({problem})" if problem else "")) from None
     if not isinstance(spec, dict):
         raise UQBenchError(f"{where} must be a mapping with at least 'name' and 'splits'")
     unknown = sorted(set(spec) - set(TOP_KEYS))
