@@ -51,7 +51,8 @@ def _refused(tmp_path, capsys, spec: str, words: str, extra=()) -> None:
 
 
 @pytest.mark.parametrize("splits, words", [
-    ("  train: train.xyz\n  val: test.xyz\n  test: test.xyz\n", "test shares 8 of its 8 structures with val"),
+    ("  train: train.xyz\n  val: test.xyz\n  test: test.xyz\n",
+     "test shares 8 of its 8 structures with val"),
     ("  train: train.xyz\n  val: 0.2\n  test: test.xyz\n  ood-mix: mix.xyz\n",
      "ood-mix shares 8 of its 11 structures with test"),
     ("  train: train.xyz\n  val: 0.2\n  test: test.xyz\n  train: test.xyz\n",
