@@ -96,6 +96,7 @@ def train(
     param_groups: list[dict] | None = None,
     desc: str = "training",
     warmup_steps: int = 0,
+    schedule: str = "constant",
 ) -> dict:
     """Train in place; restore the weights with the best validation loss. Returns a history.
     ``patience`` None: no early stopping and no learning-rate reduction on a plateau.
@@ -112,6 +113,10 @@ def train(
     whatever its gradient (m / sqrt(v) = sign(g) at step 1), which can throw a trained
     network far from where it was (BLIP's variational stage on silica-bks lost its warm
     start in one step: force RMSE 0.33 -> 1.6 eV/Å).
+
+    ``schedule`` (with ``patience`` None): ``cosine`` decays every group's learning rate
+    as (1 + cos(pi t / T)) / 2 over the T planned steps, ``constant`` keeps it (see
+    `lr_factor`). With ``patience``, the plateau rule sets it instead.
     """
     rng = np.random.default_rng(seed)
     groups = param_groups if param_groups is not None else [{"params": model.parameters()}]
@@ -137,9 +142,11 @@ def train(
         model.train()
         total, n = 0.0, 0
         for batch in batches(train_items, batch_size, device, dtype, rng):
-            if steps < warmup_steps:  # (steps counts those taken: this is step steps + 1)
+            if scheduler is None or steps < warmup_steps:
+                factor = lr_factor(steps, planned, warmup_steps,
+                                   schedule if scheduler is None else "constant")
                 for group, base in zip(optimiser.param_groups, base_lrs, strict=True):
-                    group["lr"] = base * (steps + 1) / warmup_steps
+                    group["lr"] = base * factor
             optimiser.zero_grad(set_to_none=True)
             loss = loss_fn(model, batch)
             if not torch.isfinite(loss):
@@ -180,6 +187,23 @@ def train(
     history["epochs"] = len(history["train_loss"])
     history["steps"] = steps
     return history
+
+
+#: Learning-rate schedules over a stage's steps (`lr_factor`).
+SCHEDULES = ("cosine", "constant")
+
+
+def lr_factor(step: int, total: int, warmup_steps: int = 0,
+              schedule: str = "cosine") -> float:
+    """The learning rate of step ``step`` (0-based, of ``total``) over its base value: a
+    linear warm-up over the first ``warmup_steps`` times the schedule, ``cosine``
+    (1 + cos(pi step / total)) / 2 or ``constant`` 1. A stage-long cosine decay lets a
+    short budget converge: the study EGNN on nbody at 200 structures and 280 steps reached
+    a test force RMSE of 0.75 of the constant predictor's at a constant rate."""
+    factor = (step + 1) / warmup_steps if step < warmup_steps else 1.0
+    if schedule == "cosine" and total > 0:
+        factor *= 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+    return factor
 
 
 def fair_crps(samples: torch.Tensor, y: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
@@ -257,13 +281,15 @@ def train_stacked(
     max_steps: int,
     desc: str = "training",
     warmup_steps: int = 0,
+    schedule: str = "constant",
 ) -> tuple[list[dict], list[dict]]:
     """`train` for the K models of ``stack`` at once: model k sees ``train_items[k]`` in the
     order ``seeds[k]`` gives (as `train` with that seed), every model takes ``max_steps``
     Adam(W) steps, and each keeps its own best-validation weights (on ``val_items[k]``).
     The training sets must be equally long (equal steps per epoch). No early stopping or
     plateau schedule (the protocol's rule; `train` with ``patience`` None). Returns each
-    model's history and best state dict (an `EGNN` state dict)."""
+    model's history and best state dict (an `EGNN` state dict). ``schedule``: as `train`'s.
+    """
     from uqbench.backbones.stacked import join
 
     k = stack.k
@@ -291,9 +317,8 @@ def train_stacked(
         orders = [rng.permutation(n_train) for rng in rngs]
         totals, seen = torch.zeros(k, dtype=torch.float64), 0
         for start in range(0, n_train, batch_size):
-            if steps < warmup_steps:
-                for group in optimiser.param_groups:
-                    group["lr"] = base_lr * (steps + 1) / warmup_steps
+            for group in optimiser.param_groups:
+                group["lr"] = base_lr * lr_factor(steps, max_steps, warmup_steps, schedule)
             chunk = [[items[i] for i in order[start:start + batch_size]]
                      for items, order in zip(train_items, orders, strict=True)]
             batch, model = join(chunk, dtype, device)

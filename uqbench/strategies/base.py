@@ -19,7 +19,7 @@ from uqbench.method import UQMethod
 from uqbench.params import SEED_MAX, Interval, Mapping, Optional, Options
 from uqbench.prediction import Prediction
 from uqbench.progress import Progress, note
-from uqbench.training import mse_loss, resolve_device, train
+from uqbench.training import SCHEDULES, mse_loss, resolve_device, train
 
 #: Optimiser steps per model over all stages when a card says nothing else (the EGNN
 #: cards' default and the nbody study's budget).
@@ -70,9 +70,11 @@ class TorchUQMethod(UQMethod):
     backbone), or ``max_epochs`` passes over the training set where that is set and ends
     first. Stages get fractions of it (`stage_steps`), so every method spends the same
     steps by default; an ensemble's members each get the budget of one model. Each stage
-    keeps its best-validation weights; ``patience`` (None by default: off) epochs without
-    a better validation loss end a stage early and halve the learning rate after half as
-    many.
+    keeps its best-validation weights, and its learning rate follows ``lr_schedule`` over
+    its steps (``cosine`` by default: a short budget converges too; ``constant``);
+    ``patience`` (None by default: off) epochs without a better validation loss end a
+    stage early and halve the learning rate after half as many (the plateau rule then
+    replaces the schedule).
     """
 
     parameter_constraints = {
@@ -88,6 +90,7 @@ class TorchUQMethod(UQMethod):
         "seed": Interval(int, 0, SEED_MAX),
         "device": Options(("auto", "cpu", "cuda")),
         "dtype": Options(("float32", "float64")),
+        "lr_schedule": Options(SCHEDULES),
     }
 
     def __init__(
@@ -105,6 +108,7 @@ class TorchUQMethod(UQMethod):
         seed: int = 0,
         device: str = "auto",
         dtype: str = "float32",
+        lr_schedule: str = "cosine",
     ) -> None:
         self.backbone = backbone
         self.backbone_options = backbone_options
@@ -119,6 +123,7 @@ class TorchUQMethod(UQMethod):
         self.seed = seed
         self.device = device
         self.dtype = dtype
+        self.lr_schedule = lr_schedule
 
     #: True for a method that predicts means and standard deviations (`predict_gaussian`)
     #: rather than samples.
@@ -386,6 +391,7 @@ class TorchUQMethod(UQMethod):
             device=self.device_, dtype=self._torch_dtype, seed=self.seed * 1000 + member,
             max_steps=max_steps, param_groups=param_groups,
             desc=f"{self.key or type(self).__name__} {what}", warmup_steps=warmup_steps,
+            schedule=self.lr_schedule,
         )
 
     @property
@@ -527,7 +533,8 @@ def _labelled(structures: list[Atoms], split: str) -> list[Atoms]:
 
 
 #: Settings that stacked models must share (they train under one loop and optimiser).
-STACK_SHARED = ("lr", "batch_size", "force_weight", "total_steps_", "device_", "dtype")
+STACK_SHARED = ("lr", "batch_size", "force_weight", "total_steps_", "device_", "dtype",
+                "lr_schedule")
 
 
 def _fit_stacked(methods: list[TorchUQMethod], train_items: list[list[dict]],
@@ -574,7 +581,8 @@ def _fit_stacked(methods: list[TorchUQMethod], train_items: list[list[dict]],
          if val_items[0] else None),
         force_weight=head.force_weight, lr=head.lr, batch_size=head.batch_size,
         device=head.device_, dtype=head._torch_dtype, seeds=seeds,
-        max_steps=head.total_steps_, desc=f"{what} {len(models)} models stacked")
+        max_steps=head.total_steps_, desc=f"{what} {len(models)} models stacked",
+        schedule=head.lr_schedule)
     wall = time.perf_counter() - start
     for model, state in zip(models, states, strict=True):
         model.load_state_dict(state)
