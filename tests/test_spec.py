@@ -203,7 +203,7 @@ def test_datasets_check_prints_summary_and_problems(spec_dir, capsys):
     (spec_dir / "leak.yaml").write_text(SPEC.replace("train: train.xyz",
                                                      "train: [train.xyz, test.xyz]"))
     main(["datasets", "check", str(spec_dir / "leak.yaml")])
-    assert "also appear in an earlier split" in capsys.readouterr().out
+    assert "of 'test' also appear in 'train'" in capsys.readouterr().out
 
 
 def test_dataset_options_from_the_cli_are_checked(tmp_path, capsys):

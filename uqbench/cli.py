@@ -155,8 +155,11 @@ def run(method, dataset, train_size, seed, device, n_samples, out, quick, params
               help="Overlay the sweep file's profile NAME (e.g. gpu: the full-size runs).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch threads per run (default: the sweep file's `threads`, else 1).")
+@click.option("--yes", is_flag=True,
+              help="Run a grid of more than 1 000 configurations (asked for, so that a typo "
+                   "in a list does not start days of work).")
 def sweep(sweep_file: Path, out: Path, scheduler: str | None, workers: int | None,
-          serial: bool, profile: str | None, threads: int | None) -> None:
+          serial: bool, profile: str | None, threads: int | None, yes: bool) -> None:
     """Run every configuration of SWEEP_FILE (YAML) not yet recorded in --out.
 
     Resumable: recorded runs are skipped; a failed run leaves a .failed file and the sweep
@@ -165,12 +168,28 @@ def sweep(sweep_file: Path, out: Path, scheduler: str | None, workers: int | Non
     """
     from uqbench.results import check_writable
     from uqbench.runner import prepare
-    from uqbench.sweep import expand, load_sweep, run_sweep, run_sweep_dask
+    from uqbench.sweep import (
+        SWEEP_CONFIRM,
+        SWEEP_MAX,
+        expand,
+        grid_size,
+        load_sweep,
+        run_sweep,
+        run_sweep_dask,
+    )
 
     spec = load_sweep(sweep_file, profile)
     if threads is not None:
         spec["threads"] = threads
+    size = grid_size(spec)
+    if size > SWEEP_MAX:
+        raise UQBenchError(f"the sweep's grid holds {size:,} configurations; at most "
+                           f"{SWEEP_MAX:,} are run from one file (split it)")
+    if size > SWEEP_CONFIRM and not yes:
+        raise UQBenchError(f"the sweep's grid holds {size:,} configurations (more than "
+                           f"{SWEEP_CONFIRM:,}); pass --yes to run them")
     configs = expand(spec, out)
+    click.echo(f"sweep: {len(configs)} configuration(s) in {sweep_file}", err=True)
     check_writable(out)
     for cfg in configs:  # validate every configuration before running any
         prepare(cfg)

@@ -22,13 +22,15 @@ _UNITS = {"energy": "eV/atom", "forces": "eV/Å"}
 
 
 def config_of(record: dict) -> dict:
-    """What defines a configuration: the record's config without its seed (and without the
-    size, which is a column of its own)."""
+    """What defines a configuration: the record's config without its seed (nor the data
+    seed where it follows the run's) and without the size, which is a column of its own."""
     config = dict(record.get("config") or {})
     config.pop("seed", None)
     config.pop("train_size", None)
     options = dict(config.get("dataset_options") or {})
     options.pop("train_size", None)  # the runner puts the size here too
+    if options.get("seed") == record.get("seed"):  # the data seed follows the run's seed
+        options.pop("seed")
     config["dataset_options"] = options
     params = dict(config.get("params") or {})
     params.pop("seed", None)

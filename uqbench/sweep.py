@@ -145,6 +145,20 @@ def _check_grid(spec: dict[str, Any]) -> None:
             fail(f"{key!r} must be a positive integer; got {value!r}")
 
 
+#: Grids above this size run only with ``--yes``; above `SWEEP_MAX`, not at all.
+SWEEP_CONFIRM = 1_000
+SWEEP_MAX = 100_000
+
+
+def grid_size(spec: dict[str, Any]) -> int:
+    """How many configurations `expand` would make, counted without making them."""
+    size = 1
+    for key, default in (("seeds", [0]), ("datasets", None), ("train_sizes", [None]),
+                         ("methods", None)):
+        size *= len(spec.get(key) or default or [])
+    return size
+
+
 def expand(spec: dict[str, Any], out: Path) -> list[RunConfig]:
     """Every run configuration of the grid, in a fixed order: seeds outermost, so a sweep
     cut short has every method and size at the first seeds rather than some at all seeds."""
