@@ -107,8 +107,9 @@ def test_compare_interval_is_the_paired_t_interval():
 def test_cli_compare_refuses_unequal_budgets(tmp_path, capsys):
     from uqbench.cli import main
 
-    template = json.loads(sorted((CARDS_DIR.parent.parent / "leaderboard" / "records" /
-                                  "nbody" / "egnn").glob("n100-seed0-*.json"))[0].read_text())
+    template = json.loads(sorted((CARDS_DIR.parent.parent / "leaderboard" / "superseded" /
+                                  "protocol-v1" / "nbody" / "egnn").glob("n100-seed0-*.json")
+                                 )[0].read_text())
     for method, steps in (("egnn", 280), ("p-egnn", 1330)):
         rec = json.loads(json.dumps(template))
         rec["method"]["key"] = rec["config"]["method"] = method

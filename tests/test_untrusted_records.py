@@ -14,7 +14,7 @@ from uqbench.cli import main
 from uqbench.leaderboard import load_records
 from uqbench.results import output_path, plain_name, read_record
 
-PUBLISHED = Path(__file__).resolve().parent.parent / "leaderboard" / "records"
+PUBLISHED = Path(__file__).resolve().parent.parent / "leaderboard" / "superseded" / "protocol-v1"
 
 
 def _template() -> dict:
