@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -34,8 +35,32 @@ def _files(tmp_path):
                              'pbc="F F F"\nH 0 0 0 0.1 0.2\nH 0 0 0.7 0.1 0.2\n'))
     empty = tmp_path / "empty.xyz"
     empty.write_text("")
+    made = {name: tmp_path / f"{name.lower()}.xyz" for name in XYZ}
+    for name, path in made.items():
+        path.write_text(XYZ[name])
     return {"TEXT": text, "EVIL": evil, "RAW": raw, "AFILE": afile, "TWO": two_col,
-            "EMPTY": empty}
+            "EMPTY": empty, **made}
+
+
+def _frame(n: int, seed: int, lattice: str = "", energy: str = "-1.0", pbc: str = "F F F",
+           spread: float = 3.0) -> str:
+    rng = np.random.default_rng(seed)
+    head = (f'{n}\n{lattice}Properties=species:S:1:pos:R:3:forces:R:3 energy={energy} '
+            f'pbc="{pbc}"\n')
+    rows = "".join("H {} {} {} {} {} {}\n".format(*(rng.normal(size=3) * spread),
+                                                    *rng.normal(size=3)) for _ in range(n))
+    return head + rows
+
+
+#: Data files that are wrong in one way each (20 frames: enough for every split).
+XYZ = {
+    "ZEROVOL": "".join(_frame(4, i, 'Lattice="1 0 0 0 1 0 0 0 0" ', pbc="T T T")
+                       for i in range(20)),
+    "NOATOMS": "".join(_frame(4, i) for i in range(19)) + _frame(0, 99),
+    "ABC": "".join(_frame(4, i, energy="abc" if i == 3 else "-1.0") for i in range(20)),
+    "DENSE": "".join(_frame(9, i, 'Lattice="1 0 0 0 1 0 0 0 1" ', pbc="T T T", spread=0.3)
+                     for i in range(20)),
+}
 
 
 RUN = ["run", "--method", "ensemble-egnn", "--dataset", "nbody"]
@@ -100,6 +125,22 @@ CASES = [
     (["compare", "--results", "no-such-dir", "-m", "a", "-b", "b"], "no results directory"),
     (["plot", "no-such-record.json"], "cannot read record"),
     (["datasets", "fetch", "nbody"], "nothing to fetch"),
+    # data files wrong in one way each, named by file and frame before any training
+    (["run", "--method", "egnn", "--dataset", "ZEROVOL"], "zero volume"),
+    (["run", "--method", "egnn", "--dataset", "NOATOMS"], "structure 19 has no atoms"),
+    (["run", "--method", "egnn", "--dataset", "ABC"], "'abc' is not a number"),
+    (["run", "--method", "egnn", "--dataset", "DENSE", "-p", "backbone__cutoff=5.0"],
+     "neighbours per atom"),
+    (["run", "--method", "egnn", "--dataset", "DENSE"], "neighbours per atom"),
+    (["run", "--method", "chgnet", "--dataset", "DENSE"], "neighbours per atom"),
+    # bounds on what a run may ask for
+    (RUN + ["--n-samples", "100000"], "--n-samples"),
+    (RUN + ["-p", "n_samples=5000"], "n_samples"),
+    (["run", "--method", "mcdropout-egnn", "--dataset", "nbody", "--n-samples", "1025"],
+     "1024"),
+    # outputs never overwrite inputs
+    (["plot", "RECORD", "--out", "RECORD"], ".png"),
+    (["plot", "RECORD", "--out", "fig.txt"], ".png"),
 ]
 
 
@@ -109,10 +150,16 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(args, expected, tmp_pat
                                                           monkeypatch):
     monkeypatch.chdir(tmp_path)
     files = _files(tmp_path)
+    record = tmp_path / "record.json"
+    record.write_text("{}")
+    files["RECORD"] = record
     args = [str(files.get(a, a)) for a in args]
     out = tmp_path / "out"
     if args[0] == "run":
         args += ["--out", str(out)]
+    cache = tmp_path / "cache"  # the conftest's isolated cache, checked untouched
+    monkeypatch.setenv("UQBENCH_CACHE", str(cache))
+    inputs = {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     code = main(args)
     err = capsys.readouterr().err
     assert code == 2, err
@@ -122,6 +169,52 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(args, expected, tmp_pat
     assert expected.lower() in lines[0].lower(), lines[0]
     assert not out.exists()
     assert not (tmp_path / "pwned").exists()
+    # inputs unchanged, nothing new in the working directory but what `main` may make
+    # for the data cache (an empty directory)
+    assert {p: p.read_bytes() for p in inputs} == inputs
+    new = {p.name for p in tmp_path.iterdir()} - {p.name for p in inputs} - {"cache", "out"}
+    assert not new, new
+    assert not [p for p in cache.rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("value, expected", [("AFILE", "not a usable directory"),
+                                             ("/proc/nope", "not a usable directory")])
+def test_a_bad_cache_directory_is_one_line_before_any_work(value, expected, tmp_path, capsys,
+                                                          monkeypatch):
+    files = _files(tmp_path)
+    monkeypatch.setenv("UQBENCH_CACHE", str(files.get(value, value)))
+    out = tmp_path / "out"
+    assert main(RUN + ["--quick", "--out", str(out)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and "UQBENCH_CACHE" in lines[0]
+    assert not out.exists()
+
+
+def test_a_second_run_of_a_running_configuration_is_refused(tmp_path, capsys):
+    """A live lock (this test's own parent process id stands for the first run) stops the
+    second run in one line, writing nothing; a stale lock is taken over."""
+    import os
+
+    from uqbench.runner import RunConfig, identity, planned_path, prepare
+
+    out = tmp_path / "out"
+    cfg = RunConfig(method="egnn", dataset="nbody", quick=True, out=out, train_size=30,
+                    params={"max_steps": 2})
+    path = planned_path(cfg)
+    method, data_kwargs = prepare(cfg)
+    assert path.name == identity(cfg, method, data_kwargs)[0] + ".json"
+    path.parent.mkdir(parents=True)
+    lock = path.with_suffix(".lock")
+    lock.write_text(str(os.getppid()))
+    command = ["run", "-m", "egnn", "-d", "nbody", "--quick", "--train-size", "30", "-p",
+               "max_steps=2", "--out", str(out)]
+    assert main(command) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "already running" in lines[0]
+    assert not path.exists() and lock.exists()
+    lock.write_text("999999999")  # a process that is gone
+    assert main(command) == 0
+    assert path.exists() and not lock.exists()
 
 
 def test_an_empty_out_is_refused_not_taken_as_the_working_directory(tmp_path, capsys,
@@ -154,6 +247,12 @@ SWEEPS = [
     ("methods: [egnn]\ndatasets: [nbody]\nseeds: [-1]\n", "seed"),
     ("[1, 2]\n", "mapping"),
     ("methods: [egnn\n", "cannot read"),
+    ("methods: [egnn]\ndatasets: [nbody]\nmethods: [p-egnn]\n", "duplicate key"),
+    ("methods: [egnn]\ndatasets: [nbody]\nseeds: [" + ", ".join(map(str, range(1001)))
+     + "]\n", "--yes"),
+    ("methods: [egnn, p-egnn]\ndatasets: [nbody]\ntrain_sizes: ["
+     + ", ".join(map(str, range(1, 301))) + "]\nseeds: [" + ", ".join(map(str, range(200)))
+     + "]\n", "at most 100,000"),
 ]
 
 
@@ -167,4 +266,5 @@ def test_bad_sweep_files(text, expected, tmp_path, capsys):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("uqbench: error:"), err
     assert expected.lower() in lines[0].lower(), lines[0]
+    assert "Traceback" not in err
     assert not out.exists()

@@ -20,6 +20,25 @@ def cache_dir() -> Path:
     return Path(os.environ.get("UQBENCH_CACHE") or user_cache_dir("uqbench"))
 
 
+def check_cache_dir() -> Path:
+    """The cache directory, made if needed; one line (`UQBenchError`) where it cannot be
+    (``UQBENCH_CACHE`` naming a file, an unwritable or impossible place), before any work."""
+    from uqbench.errors import UQBenchError
+
+    path = cache_dir()
+    where = "UQBENCH_CACHE" if os.environ.get("UQBENCH_CACHE") else "the cache directory"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with open(path / f".probe-{os.getpid()}", "w"):
+            pass
+        (path / f".probe-{os.getpid()}").unlink()
+    except OSError as exc:
+        raise UQBenchError(f"{where} {str(path)!r} is not a usable directory "
+                           f"({exc.strerror or type(exc).__name__}); set UQBENCH_CACHE to a "
+                           "writable directory") from None
+    return path
+
+
 def content_hash(payload: dict) -> str:
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -189,10 +189,10 @@ def sweep(sweep_file: Path, out: Path, scheduler: str | None, workers: int | Non
         raise UQBenchError(f"the sweep's grid holds {size:,} configurations (more than "
                            f"{SWEEP_CONFIRM:,}); pass --yes to run them")
     configs = expand(spec, out)
-    click.echo(f"sweep: {len(configs)} configuration(s) in {sweep_file}", err=True)
     check_writable(out)
     for cfg in configs:  # validate every configuration before running any
         prepare(cfg)
+    click.echo(f"sweep: {len(configs)} configuration(s) in {sweep_file}", err=True)
     if serial:
         counts = run_sweep(configs)
     else:

@@ -54,7 +54,11 @@ def normalise_labels(atoms: Atoms, virial_stress: bool = True) -> Atoms:
     calc = atoms.calc
     if calc is not None and getattr(calc, "results", None):
         if "energy" in calc.results and "energy" not in atoms.info:
-            atoms.info["energy"] = float(calc.results["energy"])
+            try:
+                atoms.info["energy"] = float(calc.results["energy"])
+            except (TypeError, ValueError):
+                raise UQBenchError(f"energy {calc.results['energy']!r} is not a "
+                                   "number") from None
         if "forces" in calc.results and "forces" not in atoms.arrays:
             atoms.arrays["forces"] = np.asarray(calc.results["forces"], dtype=np.float64)
         if "stress" in calc.results and "stress" not in atoms.info:

@@ -13,6 +13,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+#: The most samples a prediction draws (``--n-samples``, ``n_samples``): samples are held
+#: in memory, S x (structures + 3 x atoms) numbers per split.
+MAX_SAMPLES = 1024
+
 SEED_MAX = 2**32 - 1  # NumPy's and torch's seeds are unsigned 32-bit here
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import random
 import time
 from contextlib import nullcontext
@@ -13,10 +14,11 @@ from typing import Any
 import numpy as np
 
 from uqbench import registry
+from uqbench.cache import check_cache_dir
 from uqbench.dataset import CALIBRATION_RULE, carve_calibration, label_counts, overlaps
 from uqbench.errors import UQBenchError
 from uqbench.metrics.table import spec_info
-from uqbench.params import check_kind, merge
+from uqbench.params import MAX_SAMPLES, check_kind, merge
 from uqbench.progress import log_to_file, note, quiet
 from uqbench.results import (
     SCHEMA_VERSION,
@@ -139,8 +141,9 @@ def _prepare(cfg: RunConfig):
         if bad or not kinds or len(set(kinds)) < len(kinds):
             raise UQBenchError(f"--recalibrate must be one or more of {', '.join(METHODS)}, "
                                f"each once; got {','.join(map(str, kinds)) or 'none'}")
-    if cfg.n_samples is not None and cfg.n_samples < 1:
-        raise UQBenchError(f"--n-samples must be a positive integer; got {cfg.n_samples}")
+    if cfg.n_samples is not None and not 1 <= cfg.n_samples <= MAX_SAMPLES:
+        raise UQBenchError(f"--n-samples must be a whole number from 1 to {MAX_SAMPLES}; "
+                           f"got {cfg.n_samples}")
     runner_set = {"seed": "--seed", "device": "--device"}
     clash = sorted(set(cfg.params) & set(runner_set))
     if clash:
@@ -197,6 +200,7 @@ def _prepare(cfg: RunConfig):
             if key in accepted and key not in data_kwargs:
                 data_kwargs[key] = value
     check_writable(cfg.out)
+    check_cache_dir()
     return method, data_kwargs
 
 
@@ -284,13 +288,65 @@ def run(cfg: RunConfig) -> tuple[Path, dict]:
     method, data_kwargs = prepare(cfg)
     rid, _ = identity(each_recalibration(cfg)[0], method, data_kwargs)
     name = registry.dataset_name(cfg.dataset)
-    log = log_to_file(record_path(cfg.out, name, cfg.method, rid).with_suffix(".log"))
+    path = record_path(cfg.out, name, cfg.method, rid)
+    with run_lock(path.with_suffix(".lock")):
+        log = log_to_file(path.with_suffix(".log"))
+        try:
+            with log:
+                return _run(cfg, method, data_kwargs, log)
+        except UQBenchError:  # bad input found late (in a data file): one line, nothing left
+            log.discard()
+            raise
+
+
+class run_lock:  # noqa: N801 (a context manager, like open)
+    """Only one process runs a configuration at a time: a ``<record>.lock`` file holding
+    the owner's process id, made exclusively; a second run of the configuration stops with
+    one line naming the first (a lock whose process is gone is taken over). The lock and
+    the directories made for it go when the block ends."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._made: list[Path] = []
+
+    def __enter__(self) -> run_lock:
+        self._made = [p for p in (self.path.parent, *self.path.parent.parents)
+                      if not p.exists()]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = _lock_owner(self.path)
+                if owner is not None:
+                    raise UQBenchError(
+                        f"this configuration is already running (process {owner}; lock "
+                        f"{self.path}): wait for it, or remove the lock if that process is "
+                        "not uqbench") from None
+                self.path.unlink(missing_ok=True)  # its process is gone: a stale lock
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(str(os.getpid()))
+            return self
+        raise UQBenchError(f"cannot take the lock {self.path}")
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)
+        for directory in self._made:  # deepest first, where still empty
+            try:
+                directory.rmdir()
+            except OSError:
+                pass
+
+
+def _lock_owner(path: Path) -> int | None:
+    """The process id in a lock file while that process lives, else None."""
     try:
-        with log:
-            return _run(cfg, method, data_kwargs, log)
-    except UQBenchError:  # bad input found late (in a data file): one line, nothing left
-        log.discard()
-        raise
+        pid = int(path.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid if pid != os.getpid() else None
 
 
 def _run(cfg: RunConfig, method, data_kwargs: dict, log) -> tuple[Path, dict]:
@@ -300,7 +356,7 @@ def _run(cfg: RunConfig, method, data_kwargs: dict, log) -> tuple[Path, dict]:
     name = registry.dataset_name(cfg.dataset)
     torch.set_num_threads(cfg.threads)
     _seed_everything(cfg.seed)
-    dataset, data_s = _load(cfg, data_kwargs)
+    dataset, data_s = _load(cfg, data_kwargs, method)
     note("run: %s on %s, seed %d, %d thread(s), configuration %s", cfg.method, name,
          cfg.seed, cfg.threads, rid.rsplit("-", 1)[1])
     if cfg.train_size is None:  # name the record by the size the dataset chose
@@ -321,9 +377,10 @@ def _named(rid: str, cfg: RunConfig, train_size: int) -> str:
     return f"n{train_size}-{rid.split('-', 1)[1]}" if cfg.train_size is None else rid
 
 
-def _load(cfg: RunConfig, data_kwargs: dict):
+def _load(cfg: RunConfig, data_kwargs: dict, method=None):
     """The run's dataset, with its calibration split carved from val where it has none,
-    and the seconds it took."""
+    and the seconds it took; its structures checked for ``method``'s backbone (one line
+    before anything else is said, e.g. a cell too small for its cutoff)."""
     name = registry.dataset_name(cfg.dataset)
     t0 = time.perf_counter()
     # A user's file is checked as it is read: its errors come as one line, so its (quick)
@@ -331,6 +388,9 @@ def _load(cfg: RunConfig, data_kwargs: dict):
     with quiet() if registry.is_file_dataset(cfg.dataset) else nullcontext():
         dataset = registry.dataset_loader(cfg.dataset)(**data_kwargs)
     data_s = time.perf_counter() - t0
+    check = getattr(method, "check_structures", None)
+    if check is not None:
+        check([a for frames in dataset.splits.values() for a in frames])
     shared = overlaps(dataset.splits)
     if shared:
         listed = "; ".join(f"{b} shares {n} of its {len(dataset.splits[b])} structures with "
@@ -423,7 +483,7 @@ def run_stacked(cfgs: list[RunConfig]) -> list[tuple[Path, dict]]:
         loaded = []
         for cfg, (_, data_kwargs) in zip(cfgs, prepared, strict=True):
             _seed_everything(cfg.seed)
-            loaded.append(_load(cfg, data_kwargs))
+            loaded.append(_load(cfg, data_kwargs, methods[0]))
         note("run: %s on %s, seeds %s stacked, %d thread(s)", first.method, name,
              ", ".join(str(c.seed) for c in cfgs), first.threads)
         t0 = time.perf_counter()

@@ -12,7 +12,7 @@ import torch
 from ase import Atoms
 from torch import nn
 
-from uqbench.backbones.graph import graph_item, structure_sum
+from uqbench.backbones.graph import check_density, graph_item, structure_sum
 
 PERIODIC_CUTOFF = 5.0  # Å: EGNN's default cutoff for periodic structures
 
@@ -85,6 +85,12 @@ class BackboneAdapter:
     def graph_items(self, structures: list[Atoms]) -> list[dict[str, np.ndarray]]:
         cutoff = self.options.get("cutoff")
         return [graph_item(a, cutoff) for a in structures]
+
+    def check_structures(self, structures: list[Atoms]) -> None:
+        """`UQBenchError` where a structure cannot be turned into this backbone's graph:
+        here, a periodic cell too dense for the cutoff (`check_density`)."""
+        for atoms in structures:
+            check_density(atoms, self.options.get("cutoff"))
 
     def fit_normalisation(self, model: nn.Module, items: list[dict[str, np.ndarray]]) -> None:
         """Per-atom energy shift (mean) and scale (RMS of force components) from labels."""

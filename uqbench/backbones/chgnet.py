@@ -18,9 +18,13 @@ from torch import nn
 
 from uqbench.backbones.adapter import Site, linear_sites
 from uqbench.backbones.foundation import FoundationAdapter, FoundationBackbone, load_plain
-from uqbench.backbones.graph import graph_item_from_edges
+from uqbench.backbones.graph import check_density, graph_item_from_edges
 from uqbench.errors import UQBenchError
 from uqbench.progress import note
+
+#: CHGNet's atom-graph cutoff (Å): the graph converter's default, which the pretrained
+#: model's converter uses.
+CHGNET_CUTOFF = 6.0
 
 DEFAULT_MODEL = "0.3.0"  # the version whose weights chgnet 0.4 ships
 
@@ -127,6 +131,10 @@ class CHGNetAdapter(FoundationAdapter):
         if dtype != torch.float32:
             raise UQBenchError("CHGNet runs in float32 only (its graph code fixes the dtype)")
 
+    def check_structures(self, structures) -> None:
+        for atoms in structures:
+            check_density(atoms, CHGNET_CUTOFF)
+
     def graph_items(self, structures) -> list[dict]:
         from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -135,6 +143,7 @@ class CHGNetAdapter(FoundationAdapter):
         for atoms in structures:
             if atoms.numbers.max(initial=1) > 94:
                 raise UQBenchError("CHGNet knows elements H (1) to Pu (94) only")
+            check_density(atoms, CHGNET_CUTOFF)
             graph = converter(AseAtomsAdaptor.get_structure(atoms))
             ag = graph.atom_graph.numpy()
             item = graph_item_from_edges(atoms, src=ag[:, 1], dst=ag[:, 0],

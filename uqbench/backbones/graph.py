@@ -10,6 +10,7 @@ from ase import Atoms
 from ase.neighborlist import neighbor_list
 
 from uqbench.dataset import full_stress
+from uqbench.errors import UQBenchError
 from uqbench.neighbours import periodic_pairs
 
 
@@ -93,10 +94,37 @@ def _move_extra(extra, device, dtype):
     return extra.to(device)
 
 
+#: The most neighbours per atom a structure may have within a backbone's cutoff: about 20
+#: times what dense solids and liquids have (35-55 within 5 Å); more means a cell too small
+#: for its atoms (a unit slip, a molecule in a 1 Å box) and a neighbour search that would
+#: not end.
+MAX_NEIGHBOURS = 1000
+
+
+def check_density(atoms: Atoms, cutoff: float | None) -> None:
+    """One line (`UQBenchError`) where a periodic structure would have more than
+    `MAX_NEIGHBOURS` neighbours per atom within ``cutoff`` Å (estimated from its density,
+    before any neighbour search)."""
+    if cutoff is None or not atoms.pbc.all():
+        return
+    volume = abs(float(np.linalg.det(atoms.cell.array)))
+    if volume <= 0:
+        raise UQBenchError("a periodic structure has a cell of zero volume")
+    expected = len(atoms) / volume * 4.0 / 3.0 * np.pi * cutoff**3
+    if expected > MAX_NEIGHBOURS:
+        raise UQBenchError(
+            f"a structure of {len(atoms)} atoms in a periodic cell of {volume:.3g} Å^3 would "
+            f"have about {expected:,.0f} neighbours per atom within the cutoff of {cutoff} Å "
+            f"(at most {MAX_NEIGHBOURS} are allowed): a cell too small for its atoms (units "
+            "in Bohr or nm? a molecule given a periodic cell?)")
+
+
 def graph_item(atoms: Atoms, cutoff: float | None) -> dict[str, np.ndarray]:
     """One structure's graph: all pairs when ``cutoff`` is None (no periodicity allowed),
-    else every neighbour (periodic images included) within ``cutoff``."""
+    else every neighbour (periodic images included) within ``cutoff`` (see
+    `check_density`)."""
     n = len(atoms)
+    check_density(atoms, cutoff)
     if cutoff is None:
         if atoms.pbc.any():
             raise ValueError("a periodic structure needs a finite cutoff")

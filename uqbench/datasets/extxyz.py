@@ -42,6 +42,11 @@ def read_labelled(path: str | Path, virial_stress: bool = True,
             raise UQBenchError(f"{where} has neither an energy nor a forces label")
         if not np.isfinite(atoms.positions).all():
             raise UQBenchError(f"{where} has non-finite positions")
+        if len(atoms) == 0:
+            raise UQBenchError(f"{where} has no atoms")
+        if atoms.pbc.any() and abs(np.linalg.det(atoms.cell.array)) < 1e-6:
+            raise UQBenchError(f"{where} is periodic with a cell of zero volume (a missing "
+                               "Lattice? pbc set by mistake?)")
         if "forces" in atoms.arrays:
             shape = np.shape(atoms.arrays["forces"])
             if shape != (len(atoms), 3):

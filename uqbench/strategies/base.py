@@ -16,7 +16,7 @@ from uqbench.backbones.adapter import BackboneAdapter, energy_and_forces, make_a
 from uqbench.backbones.graph import collate
 from uqbench.errors import UQBenchError
 from uqbench.method import UQMethod
-from uqbench.params import SEED_MAX, Interval, Mapping, Optional, Options
+from uqbench.params import MAX_SAMPLES, SEED_MAX, Interval, Mapping, Optional, Options
 from uqbench.prediction import Prediction
 from uqbench.progress import Progress, note
 from uqbench.training import SCHEDULES, mse_loss, resolve_device, train
@@ -86,7 +86,7 @@ class TorchUQMethod(UQMethod):
         "force_weight": Interval(float, 0),
         "stress_weight": Interval(float, 0),
         "patience": Optional(Interval(int, 1)),
-        "n_samples": Interval(int, 1),
+        "n_samples": Interval(int, 1, MAX_SAMPLES),
         "seed": Interval(int, 0, SEED_MAX),
         "device": Options(("auto", "cpu", "cuda")),
         "dtype": Options(("float32", "float64")),
@@ -222,6 +222,13 @@ class TorchUQMethod(UQMethod):
     def _adapter(self) -> BackboneAdapter:
         """The fitted adapter (``adapter_``); before a fit, a fresh one."""
         return self.__dict__.get("adapter_") or self.new_adapter()
+
+    def check_structures(self, structures: list[Atoms]) -> None:
+        """One line (`UQBenchError`) where ``structures`` cannot go through this method's
+        backbone (the adapter's `check_structures`): checked before any training."""
+        adapter = self.new_adapter()
+        adapter.resolve(structures)
+        adapter.check_structures(structures)
 
     def check_prerequisites(self) -> None:
         """The backbone's package is importable (a fresh adapter: nothing is cached)."""
