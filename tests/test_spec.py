@@ -234,3 +234,18 @@ def test_sweep_file_dataset_options_reach_the_loader_and_are_checked(tmp_path, c
         code = main(["sweep", str(bad), "--out", str(tmp_path / "o"), "--serial"])
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_min_distance_of_a_molecule_is_the_closest_pair():
+    from ase import Atoms
+    from scipy.spatial.distance import pdist
+
+    from uqbench.datasets.check import SEARCH, min_distance
+
+    rng = np.random.default_rng(3)
+    for n in (2, 5, 9):
+        atoms = Atoms("H" * n, positions=rng.normal(size=(n, 3)), cell=[50, 50, 50],
+                      pbc=False)
+        assert min_distance(atoms) == pytest.approx(pdist(atoms.positions).min())
+    far = Atoms("H2", positions=[[0, 0, 0], [0, 0, SEARCH + 1]])
+    assert min_distance(far) == np.inf and min_distance(Atoms("H")) == np.inf
