@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import ase.io
 import numpy as np
@@ -251,3 +252,36 @@ def test_min_distance_of_a_molecule_is_the_closest_pair():
         assert min_distance(atoms) == pytest.approx(expected)
     far = Atoms("H2", positions=[[0, 0, 0], [0, 0, SEARCH + 1]])
     assert min_distance(far) == np.inf and min_distance(Atoms("H")) == np.inf
+
+
+ETHANOL = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "botnet-ethanol"
+
+
+@pytest.mark.skipif(not ETHANOL.is_dir(), reason="the shared BOTNet ethanol copy")
+def test_own_data_as_kept_isolated_atoms_selection_and_quick(tmp_path):
+    """The BOTNet ethanol files as a user keeps them: reference energies from
+    isolated_atoms.xyz, the methanol frames selected by their config_type, --quick small."""
+    spec = tmp_path / "ethanol.yaml"
+    spec.write_text(f"""name: ethanol
+splits:
+  train: {ETHANOL}/train.xyz
+  val: 0.1
+  test: {ETHANOL}/test_MD.xyz
+  ood-methanol: {{files: {ETHANOL}/test_eth_meth.xyz, select: {{config_type: methanol}}}}
+reference_energies: {ETHANOL}/isolated_atoms.xyz
+""")
+    data = load_spec(spec)
+    methanol = data.splits["ood-methanol"]
+    assert len(methanol) == 145 and all(len(a) == 6 for a in methanol)
+    refs = data.options["reference_energies"]
+    isolated = {a.get_chemical_symbols()[0]: a.get_potential_energy()
+                for a in ase.io.read(ETHANOL / "isolated_atoms.xyz", ":")}
+    assert refs == pytest.approx(isolated)
+    raw = ase.io.read(ETHANOL / "test_MD.xyz", "0")
+    first = data.splits["test"][0]
+    expected = raw.get_potential_energy() - sum(isolated[s] for s in raw.get_chemical_symbols())
+    assert first.info["energy"] == pytest.approx(expected)  # an atomisation energy, eV
+    quick = load_spec(spec, quick=True)
+    assert {k: len(v) for k, v in quick.splits.items()} == {
+        "train": 64, "val": 16, "test": 32, "ood-methanol": 32}
+    assert all(len(a) == 6 for a in quick.splits["ood-methanol"])

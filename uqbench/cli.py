@@ -115,7 +115,8 @@ def run(method, dataset, train_size, seed, device, n_samples, out, quick, params
                     threads=threads or DEFAULT_THREADS, recalibrate=recalibrate,
                     allow_overlap=allow_overlap)
     path, record = do_run(cfg)
-    click.echo(f"{method} on {dataset} (train size {record['train_size']}, seed {seed}, "
+    click.echo(f"{method} on {record['dataset']['key']} (train size {record['train_size']}, "
+               f"seed {seed}, "
                f"{record['device']}, {record['threads']} thread(s)): "
                f"fit {record['timings']['fit_s']:.1f} s")
     click.echo(summary_table(record))

@@ -19,8 +19,16 @@ A spec file describes data the way it is usually kept, as separate extxyz files:
       energy: eV                 # eV, meV, Hartree, Ry, kcal/mol, kJ/mol
       length: Å                  # Å (or A, Angstrom), Bohr, nm
       stress: null               # eV/Å^3, GPa, kbar or bar; required with labels.stress
-    reference_energies: none     # none, fit (least squares on train composition), or
-                                 # a mapping element -> energy in the file's unit
+    reference_energies: none     # none, fit (least squares on train composition), a
+                                 # mapping element -> energy in the file's unit, or a
+                                 # file of single-atom frames (isolated_atoms.xyz)
+
+A split may keep only the frames whose info key has a value (or one of a list)::
+
+      ood-methanol: {files: test_eth_meth.xyz, select: {config_type: methanol}}
+
+``--quick`` keeps a seeded 64 training, 16 validation and 32 structures of every other
+split.
 
 A structure may carry an energy, forces or both (scans and reaction paths often have
 energies only). Everything is converted to uqbench's convention (eV, Å, eV/Å, eV/Å^3 with
@@ -109,20 +117,23 @@ def read_spec(path: str | Path) -> dict[str, Any]:
     refs = spec.get("reference_energies", "none")
     if refs is None:
         refs = "none"
+    if isinstance(refs, str) and refs not in ("none", "fit"):
+        refs = _files(path.parent, refs, f"{where}: reference_energies")[0]
     if isinstance(refs, dict):
         for element, value in refs.items():
             if element not in atomic_numbers or isinstance(value, bool) or not isinstance(
                     value, int | float) or not np.isfinite(value):
                 raise UQBenchError(f"{where}: reference_energies needs element: number "
                                    f"pairs; got {element!r}: {value!r}")
-    elif refs not in ("none", "fit"):
-        raise UQBenchError(f"{where}: reference_energies must be none, fit or a mapping "
-                           f"element -> energy; got {refs!r}")
+    elif not isinstance(refs, Path) and refs not in ("none", "fit"):
+        raise UQBenchError(f"{where}: reference_energies must be none, fit, a mapping "
+                           f"element -> energy or a file of single-atom frames; got {refs!r}")
     splits = spec.get("splits")
     if not isinstance(splits, dict) or not splits:
         raise UQBenchError(f"{where}: 'splits' must map split names to files (train: "
                            "train.xyz, test: test.xyz, ood-<name>: ...)")
     files: dict[str, list[Path]] = {}
+    select: dict[str, dict[str, list[str]]] = {}
     val_fraction = None
     for split, value in splits.items():
         if split not in ID_SPLITS and not str(split).startswith("ood-"):
@@ -134,13 +145,25 @@ def read_spec(path: str | Path) -> dict[str, Any]:
                                    f"got {value!r}")
             val_fraction = float(value)
             continue
+        if isinstance(value, dict):
+            bad = sorted(set(value) - {"files", "select"})
+            if bad or "files" not in value:
+                raise UQBenchError(f"{where}: split {split!r} as a mapping needs 'files' and "
+                                   f"may have 'select'; got {', '.join(map(str, value))}")
+            chosen = value.get("select") or {}
+            if not isinstance(chosen, dict) or not chosen:
+                raise UQBenchError(f"{where}: split {split!r}: select must map an info key "
+                                   "to a value or a list of values")
+            select[split] = {str(k): [str(x) for x in (v if isinstance(v, list) else [v])]
+                             for k, v in chosen.items()}
+            value = value["files"]
         files[split] = _files(path.parent, value, f"{where}: split {split!r}")
     for split in ("train", "test"):
         if split not in files:
             raise UQBenchError(f"{where}: no {split!r} split")
     return {"path": path, "name": name.strip(), "description": spec.get("description") or "",
-            "files": files, "val_fraction": val_fraction, "labels": labels, "units": unit,
-            "reference_energies": refs}
+            "files": files, "select": select, "val_fraction": val_fraction, "labels": labels,
+            "units": unit, "reference_energies": refs}
 
 
 def _mapping(spec: dict, key: str, where: str) -> dict:
@@ -168,8 +191,9 @@ def _files(root: Path, value: Any, where: str) -> list[Path]:
     return out
 
 
-def _read_split(files: list[Path], spec: dict) -> list[Atoms]:
+def _read_split(files: list[Path], spec: dict, split: str = "") -> list[Atoms]:
     frames: list[Atoms] = []
+    select = spec.get("select", {}).get(split)
     labels, unit = spec["labels"], spec["units"]
     e_unit = ENERGY_UNITS[unit["energy"]]
     l_unit = LENGTH_UNITS[unit["length"]]
@@ -191,8 +215,33 @@ def _read_split(files: list[Path], spec: dict) -> list[Atoms]:
                 virial = np.reshape(np.asarray(virial, dtype=float), (3, 3)) * e_unit
                 atoms.info["stress"] = -virial / atoms.get_volume()
             atoms.info["source_file"] = path.name
+            if select and not all(str(atoms.info.get(k)) in allowed
+                                  for k, allowed in select.items()):
+                continue
             frames.append(atoms)
+    if select and not frames:
+        raise UQBenchError(f"dataset spec {spec['path'].name}: split {split!r} selects no "
+                           f"frame ({select})")
     return frames
+
+
+#: What ``--quick`` keeps of a spec's splits (seeded): smoke-test sizes.
+QUICK_SIZES = {"train": 64, "val": 16, "other": 32}
+
+
+def _isolated_atoms(path: Path, e_unit: float) -> dict[str, float]:
+    """Element -> energy (eV) from a file of single-atom frames (e.g. isolated_atoms.xyz)."""
+    out: dict[str, float] = {}
+    for k, atoms in enumerate(read_labelled(path, virial_stress=False)):
+        where = f"{path.name}: structure {k}"
+        if len(atoms) != 1 or "energy" not in atoms.info:
+            raise UQBenchError(f"{where}: reference energies need single-atom frames with "
+                               f"an energy; this one has {len(atoms)} atoms")
+        element = atoms.get_chemical_symbols()[0]
+        if element in out:
+            raise UQBenchError(f"{where}: a second reference energy for {element}")
+        out[element] = float(atoms.info["energy"]) * e_unit
+    return out
 
 
 def _composition(frames: list[Atoms], elements: list[int]) -> np.ndarray:
@@ -206,6 +255,8 @@ def _reference_energies(spec: dict, train: list[Atoms], everything: list[Atoms]
     refs = spec["reference_energies"]
     if refs == "none":
         return {}
+    if isinstance(refs, Path):
+        refs = _isolated_atoms(refs, 1.0)  # converted below with the file's unit
     if isinstance(refs, dict):
         e_unit = ENERGY_UNITS[spec["units"]["energy"]]
         missing = sorted({a.get_chemical_symbols()[i] for a in everything
@@ -228,12 +279,14 @@ def _reference_energies(spec: dict, train: list[Atoms], everything: list[Atoms]
     return {chemical_symbols[z]: float(c) for z, c in zip(elements, coef, strict=True)}
 
 
-def load_spec(path: str | Path, train_size: int | None = None, seed: int = 0) -> Dataset:
+def load_spec(path: str | Path, train_size: int | None = None, seed: int = 0,
+              quick: bool = False) -> Dataset:
     """The dataset a spec file describes (see the module docstring). ``train_size`` keeps
     the first structures of the seeded shuffle of train (after any val fraction is taken
-    from it); ``seed`` orders that shuffle."""
+    from it); ``seed`` orders that shuffle. ``quick`` keeps `QUICK_SIZES` of each split
+    (a seeded subset; ``train_size`` still wins for train)."""
     spec = read_spec(path)
-    splits = {name: _read_split(files, spec) for name, files in spec["files"].items()}
+    splits = {name: _read_split(files, spec, name) for name, files in spec["files"].items()}
     rng = np.random.default_rng(seed)
     train = [splits["train"][i] for i in rng.permutation(len(splits["train"]))]
     if spec["val_fraction"] is not None:
@@ -251,6 +304,14 @@ def load_spec(path: str | Path, train_size: int | None = None, seed: int = 0) ->
                                f"{len(train)} training structures")
         train = train[:train_size]
     splits["train"] = train
+    if quick:
+        for name in list(splits):
+            size = QUICK_SIZES.get(name, QUICK_SIZES["other"])
+            if name == "train" and train_size is not None:
+                continue
+            if len(splits[name]) > size:
+                keep = np.sort(rng.permutation(len(splits[name]))[:size])
+                splits[name] = [splits[name][i] for i in keep]
     everything = [a for frames in splits.values() for a in frames]
     refs = _reference_energies(spec, train, everything)
     if refs:
@@ -258,6 +319,7 @@ def load_spec(path: str | Path, train_size: int | None = None, seed: int = 0) ->
             if "energy" in atoms.info:
                 atoms.info["energy"] -= sum(refs[s] for s in atoms.get_chemical_symbols())
     options = {"spec": str(spec["path"]), "train_size": train_size, "seed": seed,
+               "quick": quick, "select": spec["select"],
                "units": spec["units"], "labels": spec["labels"],
                "reference_energies": refs or "none",
                "files": {k: [p.name for p in v] for k, v in spec["files"].items()}}
