@@ -499,3 +499,33 @@ def test_chgnet_pooling_before_its_readout_has_no_atom_states(tmp_path):
     batch = collate(adapter.graph_items(_cells()))
     with pytest.raises(ValueError, match="mlp_first = False"):
         adapter.node_features(built, batch)
+
+
+def test_orb_offline_without_a_cached_copy_is_one_line_naming_the_url(tmp_path, capsys,
+                                                                     monkeypatch):
+    """No cached weights and no network: the run stops at once (one connection try, not
+    minutes of retries) and says which URL to fetch by hand and how to pass the file."""
+    pytest.importorskip("orb_models")
+    import uqbench.backbones.orb as orb
+    from uqbench.cli import main
+
+    tries = []
+    monkeypatch.setattr(orb, "cached_weights", lambda url: None)
+    monkeypatch.setattr(orb, "reachable", lambda url, timeout=3.0: tries.append(url) or False)
+    out = tmp_path / "out"
+    assert main(["run", "--method", "p-orb", "--dataset", "silica-bks-small", "--quick",
+                 "--out", str(out)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "not cached here" in lines[0] and "--weights" in lines[0]
+    assert tries and tries[0] in lines[0] and tries[0].startswith("https://")
+    assert not out.exists()
+
+
+def test_orb_pretrained_url_is_the_loaders_own():
+    pytest.importorskip("orb_models")
+    from orb_models.forcefield import pretrained
+
+    from uqbench.backbones.orb import DEFAULT_MODEL, pretrained_url
+
+    url = pretrained_url(pretrained.ORB_PRETRAINED_MODELS[DEFAULT_MODEL])
+    assert url.startswith("https://") and url.endswith(".ckpt")

@@ -41,6 +41,42 @@ def _orb():
     return pretrained
 
 
+
+def pretrained_url(loader) -> str | None:
+    """Where orb-models downloads a pretrained model's checkpoint from (its loader's
+    ``weights_path`` default), or None where the loader does not say."""
+    import inspect
+
+    param = inspect.signature(loader).parameters.get("weights_path")
+    default = None if param is None else param.default
+    return default if isinstance(default, str) and "://" in default else None
+
+
+def cached_weights(url: str | None):
+    """orb-models' cached copy of ``url`` (a path), or None where there is none."""
+    if url is None:
+        return None
+    try:
+        from cached_path import find_latest_cached
+    except ImportError:
+        return None
+    return find_latest_cached(url)
+
+
+def reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether ``url``'s host accepts a connection within ``timeout`` seconds (one try, so
+    that an offline machine is told at once instead of after minutes of retries)."""
+    import socket
+    from urllib.parse import urlparse
+
+    parts = urlparse(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
 class OrbBackbone(FoundationBackbone):
     """An orb-v3 regressor whose outputs are functions of the batch positions."""
 
@@ -167,16 +203,24 @@ class OrbAdapter(FoundationAdapter):
         if name not in pretrained.ORB_PRETRAINED_MODELS:
             raise UQBenchError(f"unknown Orb model {name!r}; known: "
                                f"{', '.join(pretrained.ORB_PRETRAINED_MODELS)}")
+        loader = pretrained.ORB_PRETRAINED_MODELS[name]
+        url = pretrained_url(loader)
+        local = cached_weights(url)
+        if local is None and url is not None and not reachable(url):
+            raise UQBenchError(
+                f"the {name} weights are not cached here and their host cannot be reached: "
+                f"download {url} elsewhere and pass --weights PATH (-p "
+                "backbone__weights=PATH), or run once online so that orb-models caches it")
+        kwargs = {} if local is None else {"weights_path": str(local)}
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
-                return pretrained.ORB_PRETRAINED_MODELS[name](device="cpu", compile=False,
-                                                             train=True)
+                return loader(device="cpu", compile=False, train=True, **kwargs)
         except Exception as exc:  # noqa: BLE001 (cached_path raises many kinds offline)
             raise UQBenchError(
-                f"cannot fetch the {name} weights ({type(exc).__name__}); without a network, "
-                "download the checkpoint elsewhere (orb-models' URL for that model) and pass "
-                "--weights PATH, or run once online so that orb-models caches it") from None
+                f"cannot fetch the {name} weights ({type(exc).__name__}): download "
+                f"{url or 'the checkpoint'} elsewhere and pass --weights PATH, or run once "
+                "online so that orb-models caches it") from None
 
     def build(self) -> nn.Module:
         import copy
