@@ -271,9 +271,15 @@ def check(dataset: str, train_size: int | None, dataset_options: tuple[str, ...]
 @datasets.command()
 @click.argument("key")
 def fetch(key: str) -> None:
-    """Download a dataset that is published online (now: silica) into the cache."""
+    """Download a dataset that is published online (silica, ethanol) into the cache, each
+    file checked against its published checksum."""
+    if key == "ethanol":
+        from uqbench.datasets.ethanol import fetch_ethanol
+
+        click.echo(str(fetch_ethanol()))
+        return
     if key != "silica":
-        raise UQBenchError(f"nothing to fetch for {key!r}; fetchable: silica "
+        raise UQBenchError(f"nothing to fetch for {key!r}; fetchable: silica, ethanol "
                            "(the others are generated locally)")
     from uqbench.datasets.silica_gap22 import fetch_silica
 
