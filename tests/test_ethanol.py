@@ -26,10 +26,10 @@ def ethanol():
 def test_splits_shift_one_thing_each(ethanol):
     sizes = ethanol.sizes()
     assert sizes == {"train": 900, "val": 100, "test": 1000, "ood-methanol": 145,
-                     "ood-H-removal": 60, "ood-normal-modes": 55}
+                     "ood-h-removal": 60, "ood-normal-modes": 55}
     assert all(len(a) == 9 for s in ("train", "val", "test") for a in ethanol.splits[s])
     assert all(a.get_chemical_formula() == "CH4O" for a in ethanol.splits["ood-methanol"])
-    for name in ("ood-H-removal", "ood-normal-modes"):  # energies only
+    for name in ("ood-h-removal", "ood-normal-modes"):  # energies only
         assert all("forces" not in a.arrays for a in ethanol.splits[name])
     assert all("forces" in a.arrays for a in ethanol.splits["test"])
     # disjoint: no test frame in train or val
@@ -56,7 +56,7 @@ def test_seeded_val_and_quick(ethanol):
     assert ({id(a) for a in other.splits["val"]} != {id(a) for a in ethanol.splits["val"]})
     quick = load_ethanol(data_dir=str(SHARED), quick=True)
     assert {k: len(v) for k, v in quick.splits.items()} == {
-        "train": 64, "val": 16, "test": 32, "ood-methanol": 32, "ood-H-removal": 32,
+        "train": 64, "val": 16, "test": 32, "ood-methanol": 32, "ood-h-removal": 32,
         "ood-normal-modes": 32}
     dimers = load_ethanol(data_dir=str(SHARED), include_dimers=True, quick=True)
     assert all(len(a) == 2 for a in dimers.splits["ood-dimers"])
@@ -102,9 +102,9 @@ def test_run_records_offline_from_the_shared_copy(tmp_path, monkeypatch, capsys)
     (path,) = out.rglob("*.json")
     record = json.loads(path.read_text())
     assert record["dataset"]["key"] == "ethanol"
-    assert set(record["metrics"]) == {"test", "ood-methanol", "ood-H-removal",
+    assert set(record["metrics"]) == {"test", "ood-methanol", "ood-h-removal",
                                       "ood-normal-modes"}
-    assert set(record["metrics"]["ood-H-removal"]) == {"energy"}  # energies only
+    assert set(record["metrics"]["ood-h-removal"]) == {"energy"}  # energies only
     assert "ethanol" in capsys.readouterr().out
 
 

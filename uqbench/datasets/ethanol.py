@@ -4,7 +4,7 @@ DFT (Orca, PBE/def2-SVP; eV, Å) with named shifts.
 Splits: ``train`` (1 000 rMD17 frames; ``val`` carved from it, seeded), ``test`` (1 000
 other rMD17 frames, ``test_MD.xyz``), and OOD splits that each shift one thing:
 ``ood-methanol`` (another molecule of the same chemistry: the 145 methanol frames of
-``test_eth_meth.xyz``, whose other 1 000 frames are the MD test set), ``ood-H-removal``
+``test_eth_meth.xyz``, whose other 1 000 frames are the MD test set), ``ood-h-removal``
 (bond breaking: the hydroxyl H pulled off, energies only), ``ood-normal-modes`` (far from
 equilibrium along the 874 and 3 005 cm^-1 modes, energies only) and, with
 ``include_dimers``, ``ood-dimers`` (HH ... OO dissociation curves, energies only). Energies
@@ -52,7 +52,7 @@ ENV = "UQBENCH_ETHANOL_DIR"
 #: What each OOD split shifts (the dataset card says the same).
 SHIFTS = {
     "ood-methanol": "another molecule, same chemistry (C, H, O; 6 atoms)",
-    "ood-H-removal": "bond breaking: the hydroxyl H pulled off (energies only)",
+    "ood-h-removal": "bond breaking: the hydroxyl H pulled off (energies only)",
     "ood-normal-modes": "large displacements along one vibrational mode (energies only)",
     "ood-dimers": "two-atom dissociation curves (energies only)",
 }
@@ -149,7 +149,7 @@ def load_ethanol(train_size: int | None = None, val_size: int = 100, seed: int =
         "train": train, "val": val, "test": read["test_MD.xyz"],
         "ood-methanol": [a for a in read["test_eth_meth.xyz"]
                          if a.info.get("config_type") == "methanol"],
-        "ood-H-removal": read["test_H_removal.xyz"],
+        "ood-h-removal": read["test_H_removal.xyz"],
         "ood-normal-modes": read["test_norm_mode_874.xyz"] + read["test_norm_mode_3005.xyz"],
     }
     if include_dimers:
