@@ -1,6 +1,30 @@
+import importlib.util
 import os
 
 import pytest
+
+#: Optional packages whose tests skip where they are missing, but must run in CI:
+#: ``UQBENCH_REQUIRE_OPTIONAL=1`` (set by `.ci/run`) turns a missing one into a failure.
+OPTIONAL = ("chgnet", "orb_models", "uncertainty_toolbox", "matscipy", "scoringrules")
+
+
+def pytest_sessionstart(session):
+    if os.environ.get("UQBENCH_REQUIRE_OPTIONAL") == "1":
+        missing = [m for m in OPTIONAL if importlib.util.find_spec(m) is None]
+        if missing:
+            raise pytest.UsageError(
+                f"UQBENCH_REQUIRE_OPTIONAL=1 but {', '.join(missing)} cannot be imported: "
+                "their tests would be skipped silently")
+
+
+try:  # the same examples on every run in CI: a failure there is reproducible
+    from hypothesis import settings
+
+    settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+    if os.environ.get("CI"):
+        settings.load_profile("ci")
+except ImportError:
+    pass
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -66,7 +66,7 @@ def test_records_are_world_readable(tmp_path):
 def test_broken_records_are_refused(tmp_path, text, why):
     path = tmp_path / "r.json"
     path.write_text(text)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=why):
         read_record(path)
 
 
@@ -131,6 +131,8 @@ def test_a_nan_record_beside_a_good_one_leaderboard_and_plot_succeed(tmp_path, c
     path, good = run(cfg)
     bad = copy.deepcopy(good)
     bad["seed"], bad["run_id"] = 1, good["run_id"].replace("seed0", "seed1")
+    bad["config"]["seed"] = 1
+    bad["config"]["dataset_options"]["seed"] = 1  # the data seed follows the run's
     for split in bad["metrics"].values():
         for target in split.values():
             for key in target:

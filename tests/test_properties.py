@@ -63,9 +63,15 @@ def test_a_zero_std_makes_the_nll_infinite_and_raises_nothing(case):
     mu = mu.copy()
     mu[0] = y[0] + 1.0  # a confident miss
     assert F.nll_gaussian(y, mu, sd) == np.inf
-    for fn in (F.crps_gaussian, F.miscalibration_area, F.ence):
-        fn(y, mu, sd)  # defined or NaN, never an exception
-    F.coverage(y, mu, sd, level=0.95)
+    # defined or NaN, never an exception, and inside each metric's range where defined
+    crps = F.crps_gaussian(y, mu, sd)
+    assert np.isnan(crps) or crps >= 0
+    area = F.miscalibration_area(y, mu, sd)
+    assert np.isnan(area) or 0 <= area <= 1
+    ence = F.ence(y, mu, sd)
+    assert np.isnan(ence) or ence >= 0
+    cover = F.coverage(y, mu, sd, level=0.95)
+    assert np.isnan(cover) or 0 <= cover <= 1
 
 
 @SETTINGS
