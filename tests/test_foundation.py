@@ -529,3 +529,50 @@ def test_orb_pretrained_url_is_the_loaders_own():
 
     url = pretrained_url(pretrained.ORB_PRETRAINED_MODELS[DEFAULT_MODEL])
     assert url.startswith("https://") and url.endswith(".ckpt")
+
+
+def _rigid(atoms, q, shift):
+    """``atoms`` rotated by ``q`` (positions and cell) and translated."""
+    b = atoms.copy()
+    b.set_cell(atoms.cell.array @ q.T, scale_atoms=False)
+    b.positions = atoms.positions @ q.T + shift
+    return b
+
+
+def _energy_forces(adapter, model, atoms):
+    from uqbench.backbones.graph import collate
+
+    batch = collate(adapter.graph_items([atoms]), torch.float32)
+    e, f = energy_and_forces(model, batch)[:2]
+    return float(e.detach()[0]), f.detach().numpy()
+
+
+@pytest.mark.parametrize("backbone", ["chgnet", "orb"])
+def test_foundation_backbones_are_invariant_and_forces_equivariant(backbone, orb_ckpt):
+    """Energies do not change under translation and permutation; CHGNet (built on
+    distances and angles) is also rotation invariant with rotating forces. Orb-v3's
+    network is not equivariant by construction (it learns rotations from augmented data),
+    so for it only translations and permutations are exact."""
+    from scipy.spatial.transform import Rotation
+
+    from uqbench.backbones.adapter import make_adapter
+
+    options = {} if backbone == "chgnet" else {"weights": str(orb_ckpt["conservative"])}
+    adapter = make_adapter(backbone, options)
+    model = adapter.build().eval()  # float32, as the backbones run
+    atoms = _cells()[0]
+    e0, f0 = _energy_forces(adapter, model, atoms)
+    moved = atoms.copy()
+    moved.positions += np.array([0.7, -1.3, 2.1])
+    e1, f1 = _energy_forces(adapter, model, moved)
+    assert e1 == pytest.approx(e0, rel=1e-5)
+    np.testing.assert_allclose(f1, f0, atol=2e-4)
+    perm = np.random.default_rng(3).permutation(len(atoms))
+    e2, f2 = _energy_forces(adapter, model, atoms[perm])
+    assert e2 == pytest.approx(e0, rel=1e-5)
+    np.testing.assert_allclose(f2, f0[perm], atol=2e-4)
+    if backbone == "chgnet":
+        q = Rotation.random(random_state=4).as_matrix()
+        e3, f3 = _energy_forces(adapter, model, _rigid(atoms, q, np.array([0.2, 0.1, -0.4])))
+        assert e3 == pytest.approx(e0, rel=1e-5)
+        np.testing.assert_allclose(f3, f0 @ q.T, atol=2e-4)
