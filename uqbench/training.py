@@ -97,6 +97,7 @@ def train(
     desc: str = "training",
     warmup_steps: int = 0,
     schedule: str = "constant",
+    schedule_span: tuple[int, int] | None = None,
 ) -> dict:
     """Train in place; restore the weights with the best validation loss. Returns a history.
     ``patience`` None: no early stopping and no learning-rate reduction on a plateau.
@@ -116,7 +117,9 @@ def train(
 
     ``schedule`` (with ``patience`` None): ``cosine`` decays every group's learning rate
     as (1 + cos(pi t / T)) / 2 over the T planned steps, ``constant`` keeps it (see
-    `lr_factor`). With ``patience``, the plateau rule sets it instead.
+    `lr_factor`); ``schedule_span`` (offset, total) places this stage's steps inside a
+    longer schedule (a later stage of a fit continues the decay the earlier ones began).
+    With ``patience``, the plateau rule sets it instead.
     """
     rng = np.random.default_rng(seed)
     groups = param_groups if param_groups is not None else [{"params": model.parameters()}]
@@ -143,8 +146,10 @@ def train(
         total, n = 0.0, 0
         for batch in batches(train_items, batch_size, device, dtype, rng):
             if scheduler is None or steps < warmup_steps:
-                factor = lr_factor(steps, planned, warmup_steps,
-                                   schedule if scheduler is None else "constant")
+                offset, total = schedule_span or (0, planned)
+                factor = lr_factor(steps, planned, warmup_steps, "constant") * (
+                    lr_factor(offset + steps, total, 0, schedule) if scheduler is None
+                    else 1.0)
                 for group, base in zip(optimiser.param_groups, base_lrs, strict=True):
                     group["lr"] = base * factor
             optimiser.zero_grad(set_to_none=True)

@@ -382,13 +382,16 @@ class TorchUQMethod(UQMethod):
 
     def train_stage(self, model, train_items, val_items, loss_fn, max_epochs, lr, member, what,
                     max_steps: int | None = None, param_groups: list[dict] | None = None,
-                    warmup_steps: int = 0):
+                    warmup_steps: int = 0, schedule_offset: int = 0):
         """One training stage of ``max_steps`` optimiser steps (None: the whole budget,
         `budget_steps`, for a single-stage method; multi-stage methods pass each stage's
         share, `split_budget` / `stage_steps`). ``max_epochs`` is kept for plugins that
         pass it and ignored: the budget is in steps. ``warmup_steps``: a linear
         learning-rate warm-up (for a stage that starts from trained weights; see
-        `uqbench.training.train`)."""
+        `uqbench.training.train`). ``schedule_offset``: the optimiser steps the fit's
+        earlier stages took: the learning-rate schedule runs over the whole fit's budget,
+        so a later stage continues its decay (a short budget's first stage is not annealed
+        to nothing before the second starts)."""
         if max_steps is None:
             max_steps = self.total_steps_
         max_epochs = max_steps  # an epoch holds at least one step: the steps decide
@@ -398,7 +401,7 @@ class TorchUQMethod(UQMethod):
             device=self.device_, dtype=self._torch_dtype, seed=self.seed * 1000 + member,
             max_steps=max_steps, param_groups=param_groups,
             desc=f"{self.key or type(self).__name__} {what}", warmup_steps=warmup_steps,
-            schedule=self.lr_schedule,
+            schedule=self.lr_schedule, schedule_span=(schedule_offset, self.total_steps_),
         )
 
     @property
@@ -542,9 +545,10 @@ def _labelled(structures: list[Atoms], split: str) -> list[Atoms]:
 #: Edges in one stacked training batch (all models' batches joined) beyond which the models
 #: are trained in several stacks: past about this size a step is bound by memory traffic,
 #: not by per-operation overhead, and stacking stops paying (study EGNN on nbody, one
-#: thread: 9.3 ms per model-step at 5 stacked, 8.2 at 12, against about 10 alone; 25
-#: stacked were slower than the loop).
-STACK_EDGES = 8192
+#: thread, 640 edges a batch: 9.3 ms per model-step at 5 stacked, 8.2 at 12, against about
+#: 10 alone; in the nbody-v2 study 12 stacked with per-seed validation sets ran slower
+#: than the loop, so 5).
+STACK_EDGES = 3200
 
 #: Settings that stacked models must share (they train under one loop and optimiser).
 STACK_SHARED = ("lr", "batch_size", "force_weight", "total_steps_", "device_", "dtype",
@@ -662,7 +666,8 @@ class WarmStarted(TorchUQMethod):
             prepare(model, steps)
         stages[stage] = self.train_stage(
             model, train_items, val_items, loss_fn, None, self.lr, member, what,
-            max_steps=steps, warmup_steps=self.stage_warmup(steps))
+            max_steps=steps, warmup_steps=self.stage_warmup(steps),
+            schedule_offset=warm_steps if self.warm_start_fraction > 0 else 0)
         return model, self._staged_history(stages, stage)
 
     def stage_warmup(self, stage_steps: int) -> int:

@@ -156,7 +156,8 @@ class FunctionalPerturbation(TorchUQMethod):
         stages["finetune"] = self.train_stage(
             model, train_items, val_items, self._crps_loss, None,
             self.finetune_lr, member, "CRPS finetuning", max_steps=finetune_steps,
-            param_groups=self._param_groups(model))
+            param_groups=self._param_groups(model),
+            schedule_offset=self.total_steps_ - finetune_steps)
         history = self._staged_history(stages, "finetune")
         history.update(stages)  # "pretrain" / "finetune" at the top level, as before
         return model, history
