@@ -576,3 +576,43 @@ def test_foundation_backbones_are_invariant_and_forces_equivariant(backbone, orb
         e3, f3 = _energy_forces(adapter, model, _rigid(atoms, q, np.array([0.2, 0.1, -0.4])))
         assert e3 == pytest.approx(e0, rel=1e-5)
         np.testing.assert_allclose(f3, f0 @ q.T, atol=2e-4)
+
+
+def test_reference_energies_are_refitted_per_element_before_finetuning():
+    """Labels on another reference (pretrained energy + 2.0 eV per Si - 0.7 eV per O) over
+    cells of different stoichiometry: the refit recovers both references, so the wrapped
+    model predicts the labels before any training; with one stoichiometry only the per-atom
+    shift is identifiable, and that is all that is fitted."""
+    from uqbench.backbones.adapter import make_adapter
+    from uqbench.backbones.graph import collate
+
+    adapter = make_adapter("chgnet", {})
+    model = adapter.build().eval()
+    cells = _cells()
+    cells += [cells[0].copy(), cells[1].copy()]
+    del cells[2][[i for i, s in enumerate(cells[2].get_chemical_symbols()) if s == "O"][0]]
+    del cells[3][[i for i, s in enumerate(cells[3].get_chemical_symbols()) if s == "Si"][0]]
+    items = adapter.graph_items(cells)
+    with torch.no_grad():
+        raw = model(collate(items, torch.float32)).double().numpy()
+    n_si = np.array([a.get_chemical_symbols().count("Si") for a in cells])
+    n_o = np.array([a.get_chemical_symbols().count("O") for a in cells])
+    labels = raw + 2.0 * n_si - 0.7 * n_o
+    for item, energy in zip(items, labels, strict=True):
+        item["energy"] = np.array([energy])
+        item["forces"] = np.zeros_like(item["positions"])
+    adapter.fit_normalisation(model, items)
+    with torch.no_grad():
+        fitted = model(collate(items, torch.float32)).double().numpy()
+    np.testing.assert_allclose(fitted, labels, atol=5e-3)
+    per_atom = float(model.energy_shift) + model.element_shift.double().numpy()
+    assert per_atom[14] == pytest.approx(2.0, abs=1e-3)
+    assert per_atom[8] == pytest.approx(-0.7, abs=1e-3)
+    # one stoichiometry (SiO2 only): the per-element corrections vanish
+    same = items[:2]
+    for item, energy in zip(same, raw[:2] + 0.5 * np.array([len(a) for a in cells[:2]]),
+                            strict=True):
+        item["energy"] = np.array([energy])
+    adapter.fit_normalisation(model, same)
+    assert float(model.energy_shift) == pytest.approx(0.5, abs=1e-4)
+    assert np.abs(model.element_shift.numpy()).max() < 1e-3

@@ -188,7 +188,7 @@ class CHGNetAdapter(FoundationAdapter):
         if m.composition_model is not None:
             composition = m.composition_model(list(batch.extras)).to(pooled.dtype)
             energy = energy + (composition * n if m.is_intensive else composition)
-        return energy + model.energy_shift * n
+        return energy + model.offset(batch)
 
     def norm_sites(self, model: nn.Module) -> list[Site]:
         m = model.model

@@ -117,7 +117,7 @@ class OrbBackbone(FoundationBackbone):
         if not with_forces:
             return super().forward(batch)
         out = self._outputs(batch)
-        energy = out["energy"] + self.energy_shift * batch.n_atoms
+        energy = out["energy"] + self.offset(batch)
         if not with_stress:
             return energy, out["forces"]
         return energy, out["forces"], out["stress"][:, FULL_FROM_VOIGT]
@@ -288,7 +288,7 @@ class OrbAdapter(FoundationAdapter):
         energy = head.denormalize(pooled / n if head.atom_avg else pooled, graph)
         if reg.pair_repulsion:
             energy = energy + reg.pair_repulsion_fn(graph)["energy"]
-        return energy + model.energy_shift * n
+        return energy + model.offset(batch)
 
     def _stacks(self, model: nn.Module):
         gns = model.model.model
