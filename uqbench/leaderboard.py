@@ -29,7 +29,7 @@ def config_of(record: dict) -> dict:
     config.pop("train_size", None)
     options = dict(config.get("dataset_options") or {})
     options.pop("train_size", None)  # the runner puts the size here too
-    if options.get("seed") == record.get("seed"):  # the data seed follows the run's seed
+    if "seed" in options and options["seed"] == record.get("seed"):  # follows the run's
         options.pop("seed")
     config["dataset_options"] = options
     params = dict(config.get("params") or {})

@@ -146,10 +146,10 @@ def train(
         total, n = 0.0, 0
         for batch in batches(train_items, batch_size, device, dtype, rng):
             if scheduler is None or steps < warmup_steps:
-                offset, total = schedule_span or (0, planned)
+                span_offset, span_total = schedule_span or (0, planned)
                 factor = lr_factor(steps, planned, warmup_steps, "constant") * (
-                    lr_factor(offset + steps, total, 0, schedule) if scheduler is None
-                    else 1.0)
+                    lr_factor(span_offset + steps, span_total, 0, schedule)
+                    if scheduler is None else 1.0)
                 for group, base in zip(optimiser.param_groups, base_lrs, strict=True):
                     group["lr"] = base * factor
             optimiser.zero_grad(set_to_none=True)
