@@ -43,22 +43,28 @@ METHODS = ("scalar", "isotonic", "conformal")
 CONFORMAL_LEVEL = 0.95
 
 
-def scalar_factors(prediction: Prediction, structures: list[Atoms]) -> dict[str, float]:
-    """Per target, the std factor that minimises the Gaussian NLL of ``structures`` (the
-    validation split); 1 where no label or no positive std allows a fit."""
+def _fittable(prediction: Prediction, structures: list[Atoms]):
+    """Per target name: its `Target` on ``structures`` and the mask of values a fit may use
+    (finite mean and std, std > 0), or None where no value may."""
     from uqbench.scoring import targets
 
     found = targets(prediction, structures)
-    factors = {}
     for name in ("energy", "forces"):
         t = found.get(name)
-        if t is None:
+        ok = (None if t is None
+              else np.isfinite(t.y_pred) & np.isfinite(t.y_std) & (t.y_std > 0))
+        yield name, (t, ok) if ok is not None and ok.any() else None
+
+
+def scalar_factors(prediction: Prediction, structures: list[Atoms]) -> dict[str, float]:
+    """Per target, the std factor that minimises the Gaussian NLL of ``structures`` (the
+    calibration split); 1 where no label or no positive std allows a fit."""
+    factors = {}
+    for name, fit in _fittable(prediction, structures):
+        if fit is None:
             factors[name] = 1.0
             continue
-        ok = np.isfinite(t.y_pred) & np.isfinite(t.y_std) & (t.y_std > 0)
-        if not ok.any():
-            factors[name] = 1.0
-            continue
+        t, ok = fit
         z = (t.y_true[ok] - t.y_pred[ok]) / t.y_std[ok]
         factors[name] = float(np.sqrt(np.mean(z**2))) or 1.0
         if t.df is not None and np.any(z != 0):
@@ -73,17 +79,12 @@ def conformal_factors(prediction: Prediction, structures: list[Atoms],
     fit, and inf where the split is too small for the level (ceil((n + 1) level) > n)."""
     from scipy import stats
 
-    from uqbench.scoring import targets
-
-    found = targets(prediction, structures)
     factors = {}
-    for name in ("energy", "forces"):
-        t = found.get(name)
-        ok = (np.zeros(0, bool) if t is None
-              else np.isfinite(t.y_pred) & np.isfinite(t.y_std) & (t.y_std > 0))
-        if not ok.any():
+    for name, fit in _fittable(prediction, structures):
+        if fit is None:
             factors[name] = 1.0
             continue
+        t, ok = fit
         upper = 0.5 + level / 2
         q = (stats.norm.ppf(upper) if t.df is None
              else stats.t.ppf(upper, t.df[ok]))
@@ -132,20 +133,16 @@ def apply(prediction: Prediction, factors: dict[str, float]) -> Prediction:
 
 def isotonic_maps(prediction: Prediction, structures: list[Atoms]) -> dict[str, list]:
     """Per target, the level map (knots [[level, recalibrated level], ...]) fitted on the
-    PIT values of ``structures`` (the validation split); the identity where no label or no
+    PIT values of ``structures`` (the calibration split); the identity where no label or no
     positive std allows a fit."""
     from uqbench.metrics.level_map import base_cdf, fit_level_map
-    from uqbench.scoring import targets
 
-    found = targets(prediction, structures)
     maps = {}
-    for name in ("energy", "forces"):
-        t = found.get(name)
-        ok = (np.zeros(0, bool) if t is None
-              else np.isfinite(t.y_pred) & np.isfinite(t.y_std) & (t.y_std > 0))
-        if not ok.any():
+    for name, fit in _fittable(prediction, structures):
+        if fit is None:
             maps[name] = [[0.0, 0.0], [1.0, 1.0]]
             continue
+        t, ok = fit
         z = (t.y_true[ok] - t.y_pred[ok]) / t.y_std[ok]
         levels = base_cdf(z, None if t.df is None else t.df[ok])
         maps[name] = fit_level_map(levels).tolist()
