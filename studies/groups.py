@@ -40,7 +40,8 @@ def _from_curves(record: dict, split: str, target: str, metric: str) -> dict | N
 
 
 def table(records: list[dict], dataset: str, target: str, split: str = "test",
-          metric: str = "spearman", from_curves: bool = False) -> str:
+          metric: str = "spearman", from_curves: bool = False,
+          methods: list[str] | None = None, raw: bool = False) -> str:
     pooled: dict = defaultdict(list)
     within: dict = defaultdict(list)
     phases: set[str] = set()
@@ -48,6 +49,8 @@ def table(records: list[dict], dataset: str, target: str, split: str = "test",
         if r["dataset"]["key"] != dataset or r.get("quick"):
             continue
         method = r["method"]["key"]
+        if (methods and method not in methods) or (raw and r.get("recalibration")):
+            continue
         if r.get("recalibration"):  # a recalibrated record is its own row, never pooled
             method += f" [recalibrated {r['recalibration']['method']}]"  # with the raw one
         groups = (r.get("groups") or {}).get(split, {}).get(target) or {}
@@ -98,10 +101,13 @@ def main() -> None:
     parser.add_argument("--from-curves", action="store_true",
                         help="rebuild mean_abs_error / mean_std of older records from their "
                              "curves (regenerates the split)")
+    parser.add_argument("--methods", help="comma-separated method keys to keep")
+    parser.add_argument("--raw", action="store_true", help="leave recalibrated records out")
     args = parser.parse_args()
     records, _ = load_records(args.records)
     print(table(records, args.dataset, args.target, args.split, args.metric,
-                args.from_curves))
+                args.from_curves, args.methods.split(",") if args.methods else None,
+                args.raw))
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def cli() -> None:
 @click.option("--out", type=click.Path(), default="results", callback=_out_dir,
               show_default=True, help="Directory for result records.")
 @click.option("--quick", is_flag=True,
-              help="Smoke-test budget: small data, small model, few epochs.")
+              help="Smoke-test budget: small data, small model, few optimiser steps.")
 @click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
               help="Override a method hyperparameter (value parsed as YAML); repeatable.")
 @click.option("--dataset-option", "-o", "dataset_options", multiple=True, metavar="KEY=VALUE",
@@ -345,18 +345,22 @@ def leaderboard(results: Path, out: Path) -> None:
                    "than the constant predictor); left out by default.")
 @click.option("--method-config", default=None, metavar="HASH",
               help="Where METHOD has several configurations: the one whose hash starts so "
-                   "(the `config` column of results.csv). Configurations that differ only "
-                   "in recalibration default to the raw one.")
+                   "(the `config` column of results.csv), or a variant (raw, scalar, "
+                   "isotonic, conformal: the `variant` column). Configurations that differ "
+                   "only in recalibration default to the raw one.")
 @click.option("--baseline-config", default=None, metavar="HASH",
               help="The same for the baseline.")
 @click.option("--dataset", default=None, help="Compare on this dataset only (default: all).")
 @click.option("--allow-unequal-budgets", is_flag=True,
               help="Also pair runs whose optimiser steps per model differ (refused by "
                    "default: a method trained longer is not a better method).")
+@click.option("--markdown", is_flag=True,
+              help="Print a Markdown table (improvement with its interval, n, verdict and "
+                   "both means) instead of the full text table.")
 def compare(results: Path, method: str, baseline: str, metric: str, out: Path | None,
             include_collapsed: bool, method_config: str | None,
             baseline_config: str | None, dataset: str | None,
-            allow_unequal_budgets: bool) -> None:
+            allow_unequal_budgets: bool, markdown: bool) -> None:
     """Relative improvement of METHOD over BASELINE, paired by seed, per training size.
 
     Only runs of one configuration each are paired (quick runs never), and only runs that
@@ -365,6 +369,7 @@ def compare(results: Path, method: str, baseline: str, metric: str, out: Path | 
     seeds with its 95 % Student-t interval and a verdict: better or worse only where the
     interval excludes zero. The metric may be any registered one with a lower/higher
     direction, plugins' included."""
+    from uqbench.compare import markdown as as_markdown
     from uqbench.compare import relative_improvement
     from uqbench.leaderboard import load_records, tidy
 
@@ -375,7 +380,10 @@ def compare(results: Path, method: str, baseline: str, metric: str, out: Path | 
     table = relative_improvement(tidy(load_records(results)[0]), method, baseline, metric,
                                  include_collapsed, method_config, baseline_config,
                                  dataset, allow_unequal_budgets)
-    click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if markdown:
+        click.echo(as_markdown(table, method, baseline))
+    else:
+        click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(out, index=False)

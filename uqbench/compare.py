@@ -37,9 +37,15 @@ def _one_configuration(part: pd.DataFrame, who: str, flag: str, wanted: str | No
     """The runs of one configuration of a method per dataset: the one given (a prefix of
     its hash), or the only one there is, or, where the configurations differ only in
     recalibration, the raw one (the others re-score the same fits); several otherwise
-    without a choice is a one-line error."""
+    without a choice is a one-line error. ``wanted`` is a hash prefix or a variant
+    (``raw``, ``recalibrated scalar`` or just ``scalar``)."""
     if "config" not in part:  # a frame made by hand: one configuration
         return part
+    if wanted and "variant" in part:
+        variant = part["variant"].fillna("raw").astype(str)
+        chosen = part[(variant == wanted) | (variant == f"recalibrated {wanted}")]
+        if not chosen.empty:
+            return chosen
     if wanted:
         part = part[part["config"].astype(str).str.startswith(wanted)]
         if part.empty:
@@ -155,6 +161,20 @@ def relative_improvement(frame: pd.DataFrame, method: str, baseline: str,
     out["n_collapsed_excluded"] = (0 if include_collapsed else
                                    excluded.reindex(out.index, fill_value=0).astype(int))
     return out.reset_index()
+
+
+def markdown(table: pd.DataFrame, method: str, baseline: str, digits: int = 3) -> str:
+    """The comparison as a Markdown table: per training size, split and target the mean
+    paired improvement in % with its 95 % interval, n, the verdict and both means."""
+    lines = [f"| train size | split | target | n | improvement % [95 % interval] | verdict "
+             f"| {method} | {baseline} |", "|---:|---|---|---:|---|---|---:|---:|"]
+    for row in table.to_dict("records"):
+        interval = (f"{row['improvement_pct_mean']:+.1f} [{row['improvement_pct_ci_low']:+.1f}, "
+                    f"{row['improvement_pct_ci_high']:+.1f}]")
+        lines.append(f"| {row['train_size']} | {row['split']} | {row['target']} "
+                     f"| {row['n_seeds']} | {interval} | {row['verdict']} "
+                     f"| {row[f'{method}_mean']:.{digits}g} | {row[f'{baseline}_mean']:.{digits}g} |")
+    return "\n".join(lines)
 
 
 def _check_budgets(a: pd.DataFrame, b: pd.DataFrame, method: str, baseline: str) -> None:
