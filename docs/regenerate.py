@@ -4,7 +4,7 @@ records, and one page per method family from the method cards.
 A generated block on a page is the command that makes it, run from the repository root,
 between two markers; this script runs each command again and writes its output in place:
 
-    <!-- generated: python studies/summarise.py leaderboard/results.csv --dataset nbody --metric crps -->
+    <!-- generated: python studies/summarise.py RESULTS.csv --dataset nbody --metric crps -->
     ...output...
     <!-- end generated -->
 

@@ -111,7 +111,10 @@ def main() -> None:
                         help="± the 95 %% Student-t interval of the seed mean, not the sd")
     args = parser.parse_args()
     frame = pd.read_csv(args.results_csv)
-    split = (lambda text: text.split(",") if text else None)
+
+    def split(text: str | None) -> list[str] | None:
+        return text.split(",") if text else None
+
     if args.metric == "cost":
         print(cost_table(frame, args.dataset, split(args.methods), split(args.variants),
                          [int(x) for x in split(args.train_sizes)] if args.train_sizes

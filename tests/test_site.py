@@ -99,6 +99,23 @@ def test_site_in_a_real_browser_tables_sort_filter_and_images_load(site):
                 "return arguments[0].complete && arguments[0].naturalWidth > 0", img), \
                 img.get_attribute("src")
 
+        # the page opens on the ranked table, sorted by test force CRPS, better first
+        headings = [h.text for h in browser.find_elements(By.TAG_NAME, "h2")]
+        assert headings[0] == "Ranking"
+        ranked = browser.find_elements(By.CSS_SELECTOR, "#ranked-n200 tbody tr")
+        assert len(ranked) == 2
+        crps = [float(v.split(" ")[0]) for v in _column(browser, "ranked-n200",
+                                                        "test_forces_crps")]
+        assert crps == sorted(crps)
+        assert "asc" in browser.find_element(
+            By.CSS_SELECTOR, '#ranked-n200 th[data-sort="test_forces_crps"]'
+        ).get_attribute("class")
+        # and ranks by another column on a click
+        browser.find_element(By.CSS_SELECTOR,
+                             '#ranked-n200 th[data-sort="r_predict"]').click()
+        cost = [float(v) for v in _column(browser, "ranked-n200", "r_predict")]
+        assert cost == sorted(cost)
+
         # the table renders every row: 2 methods x 3 splits x 2 targets
         rows = browser.find_elements(By.CSS_SELECTOR, "#results tbody tr")
         assert len(rows) == 12

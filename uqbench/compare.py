@@ -173,7 +173,8 @@ def markdown(table: pd.DataFrame, method: str, baseline: str, digits: int = 3) -
                     f"{row['improvement_pct_ci_high']:+.1f}]")
         lines.append(f"| {row['train_size']} | {row['split']} | {row['target']} "
                      f"| {row['n_seeds']} | {interval} | {row['verdict']} "
-                     f"| {row[f'{method}_mean']:.{digits}g} | {row[f'{baseline}_mean']:.{digits}g} |")
+                     f"| {row[f'{method}_mean']:.{digits}g} "
+                     f"| {row[f'{baseline}_mean']:.{digits}g} |")
     return "\n".join(lines)
 
 

@@ -310,6 +310,13 @@ def write_leaderboard(results_dir: Path, out_dir: Path) -> tuple[list[Path], lis
         write_text_atomic(md_path, markdown(part, dataset))
         written += [csv_path, md_path]
         full = part[~part["quick"]]
+        # Figures draw the raw configurations (a recalibration moves neither the mean nor,
+        # being monotone, a ranking); recalibrated calibration curves get figures of their
+        # own, so no panel holds more than about eight series.
+        raw = part[part["variant"].fillna("raw").isin(["raw", ""])] if "variant" in part \
+            else part
+        full = full.loc[full.index.intersection(raw.index)]
+        part = part.loc[raw.index]
         if full["train_size"].nunique() > 1:
             from uqbench.plots import metric_vs_train_size_grid
 

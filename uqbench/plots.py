@@ -140,9 +140,10 @@ def metric_vs_train_size_grid(frame: pd.DataFrame, metric: str, path: Path) -> P
         if ax.get_legend() is not None:
             ax.get_legend().remove()
     dataset = frame["dataset"].iloc[0]
-    fig.suptitle(f"{dataset}: {_label(metric)} vs training size "
-                 "(mean ± sd over seeds; dashed: recalibrated scalar, dotted: isotonic, "
-                 "dash-dot: conformal)")
+    styles = ("; dashed: recalibrated scalar, dotted: isotonic, dash-dot: conformal"
+              if any("recalibrated" in str(v) for v in frame.get("label", [])) else "")
+    fig.suptitle(f"{dataset}: {_label(metric)} vs training size (mean ± sd over seeds"
+                 f"{styles})")
     if handles:
         from matplotlib.lines import Line2D
 
@@ -307,16 +308,31 @@ def leaderboard_figures(records: list[dict], out_dir: Path, dataset: str) -> lis
 
     size = max(r["train_size"] for r in runs)
     labels = {rid: v for rid, (_, v) in variants(runs).items()}
-    chosen: dict[str, dict] = {}  # one record per configuration, labelled as in the tables
+    # one record per configuration, labelled as in the tables, grouped by variant: the raw
+    # configurations in one figure per panel kind, each recalibration's calibration
+    # curves in a figure of their own (at most about eight series per panel)
+    by_variant: dict[str, dict[str, dict]] = {}
     for r in sorted(runs, key=lambda r: (r["method"]["key"], r["seed"])):
         if r["train_size"] == size:
             variant = labels[r["run_id"]]
-            chosen.setdefault(r["method"]["key"] + (f" [{variant}]" if variant else ""), r)
+            kind = variant.removeprefix("recalibrated ") if variant not in ("", "raw") \
+                else ""
+            name = r["method"]["key"] + (f" [{variant}]" if variant else "")
+            by_variant.setdefault(kind, {}).setdefault(name, r)
+    written = []
+    for kind, chosen in sorted(by_variant.items()):
+        panels = _PANELS if not kind else [p for p in _PANELS if p[1] is calibration]
+        written += _panel_figures(chosen, panels, out_dir, dataset, size, quick, kind)
+    return written
+
+
+def _panel_figures(chosen: dict[str, dict], panels, out_dir: Path, dataset: str, size: int,
+                   quick: bool, kind: str) -> list[Path]:
     first = next(iter(chosen.values()))
     cells = [(s, t) for s in _ordered_splits(first["curves"]) for t in
              sorted(first["curves"][s])]
     written = []
-    for name, fn in _PANELS:
+    for name, fn in panels:
         fig, axes = _grid(len(cells))
         for (split, target), ax in zip(cells, axes, strict=True):
             for method, rec in chosen.items():
@@ -330,11 +346,12 @@ def leaderboard_figures(records: list[dict], out_dir: Path, dataset: str) -> lis
             ax.set_title(f"{target}, {split}", fontsize=10)
         handles, labels = axes[0].get_legend_handles_labels()
         bottom = _legend_below(fig, handles, labels) if handles else 0.0
-        fig.suptitle(f"{dataset}, train size {size}: {TITLES[name]}\n(first seed per "
-                     f"method; dashed: recalibrated scalar, dotted: isotonic, dash-dot: conformal)"
-                     f"{_quick_mark(quick)}", fontsize=11)
+        which = f"recalibrated {kind}" if kind else "raw predictions"
+        fig.suptitle(f"{dataset}, train size {size}: {TITLES[name]}, {which}\n(first seed "
+                     f"per method){_quick_mark(quick)}", fontsize=11)
         fig.tight_layout(rect=(0, bottom, 1, 1))
-        written.append(_save(fig, output_path(out_dir, f"{dataset}-{name}.png"), layout=False))
+        stem = f"{dataset}-{name}" + (f"-{kind}" if kind else "")
+        written.append(_save(fig, output_path(out_dir, f"{stem}.png"), layout=False))
     return written
 
 

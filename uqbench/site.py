@@ -68,7 +68,10 @@ function setup(id,names){
       for(var k in want){if(String(v[k])!==want[k])return false;}return true;});
     root.querySelector('.shown').textContent=list.matchingItems.length;}
   selects.forEach(function(s){s.addEventListener('change',apply);});
-  apply();return list;}
+  // rows arrive ranked by the server; mark the column they are ranked by
+  apply();
+  var ranked=root.querySelector('th[data-ranked]');if(ranked){ranked.classList.add('asc');}
+  return list;}
 """
 
 
@@ -274,8 +277,88 @@ def method_cards(records: list[dict], cards: Path | None) -> str:
     return "".join(out)
 
 
+def ranked_tables(frame: pd.DataFrame, specs: dict) -> tuple[str, list[tuple[str, list]]]:
+    """One ranked table per training size (largest first): the headline metrics as seed
+    means ± 95 % interval half-widths, sorted by test force CRPS, the best of a column
+    starred only where its interval clears the runner-up's; collapsed rows last."""
+    from uqbench.ranking import DEFAULT_SORT, HEADLINES, ranked
+
+    quick = bool(frame["quick"].all())  # a page of smoke tests ranks them, saying so
+    part = frame[frame["quick"] == quick]
+    directions = {m: spec.get("direction", "") for m, spec in specs.items()}
+    ideals = {m: spec.get("ideal") for m, spec in specs.items()}
+    pieces, tables = [], []
+    for size in sorted(set(part["train_size"]), reverse=True):
+        table = ranked(part.assign(quick=False), int(size), directions, ideals)
+        if table.empty:
+            continue
+        tid = f"ranked-n{int(size)}"
+        heads = ['<th class="sort text" data-sort="r_label">method</th>',
+                 '<th class="sort" data-sort="r_seeds">seeds</th>']
+        names: list = ["r_label", "r_seeds"]
+        for h in HEADLINES:
+            spec = specs.get(h.metric, {})
+            arrow = ARROWS.get(spec.get("direction", ""), "").split(" ")[0]
+            if spec.get("direction") == "target" and spec.get("ideal") is not None:
+                arrow = f"→{spec['ideal']:g}"
+            unit = (TARGET_UNITS.get(h.target, "") if spec.get("unit") == "target"
+                    else spec.get("unit", ""))
+            ranked_by = " data-ranked" if h.key == DEFAULT_SORT else ""
+            heads.append(f'<th class="sort" data-sort="{h.key}"{ranked_by}>{_e(h.label)}<br><small>'
+                         f"{_e(arrow)}{' ' + _e(unit) if unit else ''}</small></th>")
+            names.append({"name": h.key, "attr": "data-v"})
+            if f"{h.key}_reference" in table:
+                heads.append(f'<th class="sort" data-sort="{h.key}_ref">size only<br>'
+                             "<small>reference</small></th>")
+                names.append({"name": f"{h.key}_ref", "attr": "data-v"})
+        heads += ['<th class="sort" data-sort="r_fit">fit<br><small>s ↓</small></th>',
+                  '<th class="sort" data-sort="r_predict">predict<br><small>ms/structure ↓'
+                  "</small></th>"]
+        names += [{"name": "r_fit", "attr": "data-v"}, {"name": "r_predict", "attr": "data-v"}]
+        body = []
+        for _, row in table.iterrows():
+            k = int(row["collapsed"])
+            cells = [f'<td class="r_label text"><span class="swatch" style="background:'
+                     f'{method_colour(row["method"])}"></span>{_e(row["label"])}'
+                     f'{f" <strong>COLLAPSED ({k})</strong>" if k else ""}</td>',
+                     f'<td class="r_seeds">{int(row["seeds"])}</td>']
+            for h in HEADLINES:
+                mean, half = row[h.key], row[f"{h.key}_half"]
+                if pd.isna(mean):
+                    cells.append(f'<td class="{h.key}" data-v="">–</td>')
+                else:
+                    text = f"{mean:.3g}" + ("" if pd.isna(half) else f" ± {half:.2g}")
+                    star = " ★" if row.get(f"{h.key}_best") else ""
+                    cells.append(f'<td class="{h.key}" data-v="{mean:.10g}">{_e(text)}'
+                                 f"{star}</td>")
+                if f"{h.key}_reference" in table:
+                    ref = row[f"{h.key}_reference"]
+                    cells.append(f'<td class="{h.key}_ref" data-v="{ref:.10g}">'
+                                 f'{"–" if pd.isna(ref) else f"{ref:.3g}"}</td>')
+            cells += [f'<td class="r_fit" data-v="{row["fit_s"]:.6g}">{row["fit_s"]:.3g}</td>',
+                      f'<td class="r_predict" data-v="{row["predict_ms"]:.6g}">'
+                      f'{row["predict_ms"]:.3g}</td>']
+            body.append(f'<tr class="{"collapsed" if k else ""}">' + "".join(cells) + "</tr>")
+        pieces.append(
+            f"<h3>{int(size)} training structures</h3>"
+            f'<div id="{tid}"><div class="filters"><input class="search" placeholder='
+            f'"search methods"> <span><span class="shown"></span> of {len(body)} rows</span>'
+            f'</div><div class="scroll"><table><thead><tr>{"".join(heads)}</tr></thead>'
+            f'<tbody class="list">{"".join(body)}</tbody></table></div></div>')
+        tables.append((tid, names))
+    note = ("<p class=\"note\">Ranked by test force CRPS (click a header to rank by another "
+            "column). Each value is the mean over seeds ± the half-width of its 95 % "
+            "Student-t interval; OOD columns average the ood-* splits per seed. ★ marks the "
+            "best row of a column only where its interval does not overlap the runner-up's; "
+            "without a star the best is not resolved. \"size only\" is the ROC-AUC of a "
+            "detector that only counts atoms: an OOD ROC-AUC means something only above it. "
+            "Rows with collapsed seeds sit last, unranked.</p>")
+    return note + "".join(pieces), tables
+
+
 def dataset_page(dataset: str, records: list[dict], frame: pd.DataFrame, figures: list[Path],
                  specs: dict, cards: Path | None) -> str:
+    ranking, ranked_ids = ranked_tables(frame, specs)
     table, metrics = summary_rows(frame, specs)
     results, names = results_table(table, metrics, specs, "results")
     prov, prov_names = provenance_table(records, "records")
@@ -297,10 +380,12 @@ def dataset_page(dataset: str, records: list[dict], frame: pd.DataFrame, figures
         "sort; choose values to "
         f'filter. Tables also as <a href="{_e(dataset)}.csv">CSV</a> and '
         f'<a href="{_e(dataset)}.md">Markdown</a>.</p>'
-        f"<h2>Results</h2>{results}<h2>Figures</h2>{figs or '<p>none</p>'}"
+        f"<h2>Ranking</h2>{ranking}"
+        f"<h2>All results</h2>{results}<h2>Figures</h2>{figs or '<p>none</p>'}"
         f"<h2>Methods</h2>{method_cards(records, cards)}"
         f"<h2>Records (provenance)</h2>{prov}")
-    return _page(f"uqbench: {dataset}", body, [("results", names), ("records", prov_names)])
+    return _page(f"uqbench: {dataset}", body,
+                 ranked_ids + [("results", names), ("records", prov_names)])
 
 
 def index_page(datasets: dict[str, list[dict]]) -> str:
