@@ -124,6 +124,13 @@ def run(method, dataset, train_size, seed, device, n_samples, out, quick, params
                "in the row's unit; nll is the mean per value in nats (it goes negative as "
                "errors shrink); n = structures with that label; - = not defined for the "
                "split, e.g. OOD AUROC on test; `uqbench metrics` explains each)")
+    constant = (record.get("reference") or {}).get("constant", {}).get("splits", {})
+    test = constant.get("test", {})
+    if test:
+        parts = ", ".join(f"{t} {v['rmse']:.4g} {'eV/atom' if t == 'energy' else 'eV/Å'}"
+                          for t, v in sorted(test.items()))
+        click.echo(f"trivial reference: the constant predictor (the training mean energy per "
+                   f"atom, zero forces) has test RMSE {parts}")
     verdict = record["collapse"]
     if verdict["collapsed"]:
         ratios = ", ".join(f"{t} {r:.2f}" for t, r in verdict["rmse_ratio"].items())
@@ -140,6 +147,61 @@ def run(method, dataset, train_size, seed, device, n_samples, out, quick, params
                    f"{describe(info['method'], params)}; the table above is recalibrated, "
                    f"the raw record is {info['raw_record']}")
     click.echo(f"record: {path}")
+
+
+@cli.command(name="al")
+@click.option("--method", "-m", required=True, help="Method key (see `uqbench methods`).")
+@click.option("--dataset", "-d", required=True,
+              help="Dataset key or spec; its train split is the pool to label from.")
+@click.option("--acquisition", type=click.Choice(["force_std", "energy_std", "random"]),
+              default="force_std", show_default=True,
+              help="What ranks the unlabelled pool: the largest per-atom force std of a "
+                   "structure, its total-energy std, or chance.")
+@click.option("--initial", "n_initial", type=int, default=None,
+              help="Labelled structures to start from, drawn at random (the same set for "
+                   "every method and acquisition at a seed). [default: 50; --quick 16]")
+@click.option("--batch", type=int, default=None,
+              help="Structures labelled per round. [default: 50; --quick 16]")
+@click.option("--rounds", type=int, default=None,
+              help="Rounds of labelling after the first fit. [default: 5; --quick 3]")
+@click.option("--pool-size", type=int, default=None,
+              help="Structures in the pool (the loader's training size; default its own).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the data, the starting set, the models and tie-breaking.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--out", type=click.Path(), default="results", callback=_out_dir,
+              show_default=True, help="Records go to OUT/al/<dataset>/<method>/<acquisition>/.")
+@click.option("--quick", is_flag=True,
+              help="Smoke-test budget: small data, small model, a short loop.")
+@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
+              help="Override a method hyperparameter (value parsed as YAML); repeatable.")
+@click.option("--dataset-option", "-o", "dataset_options", multiple=True, metavar="KEY=VALUE",
+              help="Set an option of the dataset's loader; repeatable.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="torch threads.")
+def al(method, dataset, acquisition, n_initial, batch, rounds, pool_size, seed, device, out,
+       quick, params, dataset_options, threads) -> None:
+    """Pool-based active learning: does the method's uncertainty choose better structures
+    to label than chance?
+
+    Starting from a random labelled set, each round fits METHOD afresh (its card's budget:
+    the same optimiser steps every round and for every method), scores every test and OOD
+    split, and labels the BATCH pool structures the acquisition ranks highest. One record
+    per round (its labelled set, the batch it chose, the scores); a killed run resumes at
+    its last finished round. Compare acquisitions (and --acquisition random) over seeds.
+    """
+    from uqbench.active import QUICK_LOOP, ALConfig, run_al
+
+    loop = QUICK_LOOP if quick else {"n_initial": 50, "batch": 50, "rounds": 5}
+    cfg = ALConfig(method=method, dataset=dataset, acquisition=acquisition,
+                   n_initial=n_initial if n_initial is not None else loop["n_initial"],
+                   batch=batch if batch is not None else loop["batch"],
+                   rounds=rounds if rounds is not None else loop["rounds"],
+                   pool_size=pool_size, seed=seed, quick=quick, params=_parse_params(params),
+                   dataset_options=_parse_params(dataset_options, "--dataset-option"),
+                   out=out, threads=threads, device=device)
+    paths = run_al(cfg)
+    click.echo(f"{len(paths)} round record(s) in {paths[0].parent}")
 
 
 @cli.command()

@@ -60,7 +60,7 @@ class RunConfig:
 PRETRAINED_BACKBONES = ("chgnet", "orb")
 
 
-def _metric_specs() -> list:
+def metric_specs() -> list:
     """Every registered metric that loads and is a `MetricSpec`; the others are named in a
     warning and skipped (a broken plugin costs only itself)."""
     import sys
@@ -356,7 +356,7 @@ def _run(cfg: RunConfig, method, data_kwargs: dict, log) -> tuple[Path, dict]:
     name = registry.dataset_name(cfg.dataset)
     torch.set_num_threads(cfg.threads)
     _seed_everything(cfg.seed)
-    dataset, data_s = _load(cfg, data_kwargs, method)
+    dataset, data_s = load_run_dataset(cfg, data_kwargs, method)
     note("run: %s on %s, seed %d, %d thread(s), configuration %s", cfg.method, name,
          cfg.seed, cfg.threads, rid.rsplit("-", 1)[1])
     if cfg.train_size is None:  # name the record by the size the dataset chose
@@ -377,7 +377,7 @@ def _named(rid: str, cfg: RunConfig, train_size: int) -> str:
     return f"n{train_size}-{rid.split('-', 1)[1]}" if cfg.train_size is None else rid
 
 
-def _load(cfg: RunConfig, data_kwargs: dict, method=None):
+def load_run_dataset(cfg: RunConfig, data_kwargs: dict, method=None):
     """The run's dataset, with its calibration split carved from val where it has none,
     and the seconds it took; its structures checked for ``method``'s backbone (one line
     before anything else is said, e.g. a cell too small for its cutoff)."""
@@ -483,7 +483,7 @@ def run_stacked(cfgs: list[RunConfig]) -> list[tuple[Path, dict]]:
         loaded = []
         for cfg, (_, data_kwargs) in zip(cfgs, prepared, strict=True):
             _seed_everything(cfg.seed)
-            loaded.append(_load(cfg, data_kwargs, methods[0]))
+            loaded.append(load_run_dataset(cfg, data_kwargs, methods[0]))
         note("run: %s on %s, seeds %s stacked, %d thread(s)", first.method, name,
              ", ".join(str(c.seed) for c in cfgs), first.threads)
         t0 = time.perf_counter()
@@ -511,7 +511,7 @@ def _write_record(cfg: RunConfig, method, rid: str, config: dict, predictions: d
     from uqbench.scoring import group_scores, score, tail_summary, variance_parts
 
     dataset, name, predict_s = facts["dataset"], facts["name"], facts["predict_s"]
-    specs = _metric_specs()
+    specs = metric_specs()
     errors: dict[str, str] = {}
     metrics, curves = score(predictions, dataset.splits, specs, errors=errors)
     for key, message in errors.items():
@@ -579,7 +579,7 @@ def summary_table(record: dict, metrics: tuple[str, ...] | None = None) -> str:
 
     from uqbench.metrics.table import BUILTIN
 
-    specs = {spec.key: spec for spec in _metric_specs()}
+    specs = {spec.key: spec for spec in metric_specs()}
     if metrics is None:
         builtin = {m.key for m in BUILTIN}
         metrics = SUMMARY_METRICS + tuple(k for k in specs if k not in builtin)
