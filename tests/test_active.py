@@ -76,7 +76,7 @@ def test_al_command_writes_a_record_per_round_and_resumes(tmp_path):
     assert len(records) == 3
     data = [json.loads(p.read_text()) for p in records]
     assert [d["n_labelled"] for d in data] == [8, 12, 16]
-    for before, after in zip(data, data[1:]):
+    for before, after in zip(data, data[1:], strict=False):
         assert sorted(before["labelled"] + before["acquired"]) == after["labelled"]
     assert "rmse" in data[0]["scores"]["test"]["forces"]
     assert data[-1]["acquired"] == []
