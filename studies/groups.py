@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from uqbench.leaderboard import load_records
+from uqbench.report.tables import load_records
 
 
 def _from_curves(record: dict, split: str, target: str, metric: str) -> dict | None:

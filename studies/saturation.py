@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from uqbench.leaderboard import load_records
+from uqbench.report.tables import load_records
 
 SATURATED = 8.3  # 1 - Phi(8.3) < 2**-53: the CDF rounds to 1
 

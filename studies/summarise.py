@@ -11,7 +11,7 @@ import argparse
 
 import pandas as pd
 
-from uqbench.leaderboard import seed_stats
+from uqbench.report.tables import seed_stats
 
 
 def t_quantile(n: int) -> float:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from uqbench.compare import relative_improvement
-from uqbench.leaderboard import load_records, tidy
+from uqbench.report.compare import relative_improvement
+from uqbench.report.tables import load_records, tidy
 
 
 def cell(row) -> str:

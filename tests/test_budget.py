@@ -12,8 +12,8 @@ import pytest
 import uqbench
 from uqbench import registry
 from uqbench.cards import CARDS_DIR, read_card
-from uqbench.compare import relative_improvement
 from uqbench.errors import UQBenchError
+from uqbench.report.compare import relative_improvement
 
 CARDS = sorted(p.stem for p in CARDS_DIR.glob("*.yaml"))
 EGNN_METHODS = sorted(k for k in CARDS if read_card(k)["backbone"] == "egnn")

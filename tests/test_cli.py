@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from uqbench.cli import main
-from uqbench.leaderboard import TIDY_COLUMNS
+from uqbench.report.tables import TIDY_COLUMNS
 from uqbench.results import read_record
 
 FAST = ["--train-size", "30", "-p", "max_epochs=2", "-p", "n_samples=4"]

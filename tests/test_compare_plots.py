@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 
 from uqbench.cli import main
-from uqbench.compare import relative_improvement
-from uqbench.leaderboard import load_records, tidy
+from uqbench.report.compare import relative_improvement
+from uqbench.report.tables import load_records, tidy
 from uqbench.results import write_json_atomic
 
 CRPS = {("p", 100, 0): 0.8, ("p", 100, 1): 0.6, ("b", 100, 0): 1.0, ("b", 100, 1): 1.0,

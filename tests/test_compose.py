@@ -64,7 +64,7 @@ def _record(method, seed, hidden, crps, threads=1):
 
 
 def test_two_configurations_are_two_rows_and_compare_asks_which(tmp_path, capsys):
-    from uqbench.leaderboard import load_records, tidy, wide
+    from uqbench.report.tables import load_records, tidy, wide
     from uqbench.results import write_json_atomic
 
     results = tmp_path / "r"
@@ -112,7 +112,7 @@ def test_a_failing_plugin_metric_loses_only_itself(tiny_nbody):
 
 
 def test_training_size_is_not_a_variant_but_recalibration_is():
-    from uqbench.leaderboard import variants
+    from uqbench.report.tables import variants
 
     def record(rid, size, **extra):
         return {"run_id": rid, "dataset": {"key": "nbody"}, "method": {"key": "mve-egnn"},

@@ -124,7 +124,7 @@ def test_recalibrated_run_writes_raw_and_recalibrated_records(tmp_path, capsys):
             "rmse"]  # the mean is untouched
         assert cal["metrics"][split]["forces"]["sharpness"] == pytest.approx(
             s * raw["metrics"][split]["forces"]["sharpness"], rel=1e-9)
-    from uqbench.leaderboard import load_records, tidy, wide
+    from uqbench.report.tables import load_records, tidy, wide
 
     table = wide(tidy(load_records(out)[0]))
     assert len(set(table["label"])) == 2  # a raw and a recalibrated row

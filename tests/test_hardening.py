@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from uqbench.leaderboard import markdown, seed_stats, wide
 from uqbench.prediction import Prediction
+from uqbench.report.tables import markdown, seed_stats, wide
 from uqbench.results import read_record, write_json_atomic
 
 
@@ -195,7 +195,7 @@ def test_file_dataset_refuses_a_nonpositive_train_size(tmp_path):
 
 
 def test_compare_keeps_a_nan_seed_visible():
-    from uqbench.compare import relative_improvement
+    from uqbench.report.compare import relative_improvement
 
     rows = [{"dataset": "d", "train_size": 10, "split": "test", "target": "energy",
              "seed": seed, "metric": "crps", "value": value, "quick": False, "method": m,

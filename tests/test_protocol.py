@@ -148,7 +148,7 @@ def test_an_untrained_model_is_marked_collapsed_and_a_trained_one_is_not(tmp_pat
 def test_compare_leaves_collapsed_seeds_out_unless_asked(tmp_path):
     import pandas as pd
 
-    from uqbench.compare import relative_improvement
+    from uqbench.report.compare import relative_improvement
 
     rows = []
     for seed, collapsed in ((0, False), (1, True)):
@@ -166,8 +166,8 @@ def test_compare_leaves_collapsed_seeds_out_unless_asked(tmp_path):
 def test_compare_on_one_dataset_ignores_the_configurations_of_another():
     import pandas as pd
 
-    from uqbench.compare import relative_improvement
     from uqbench.errors import UQBenchError
+    from uqbench.report.compare import relative_improvement
 
     rows = []
     for dataset, configs in (("d", ("x",)), ("e", ("y", "z"))):
@@ -190,8 +190,8 @@ def test_compare_on_one_dataset_ignores_the_configurations_of_another():
 def test_compare_takes_the_raw_rows_where_configurations_differ_only_in_recalibration():
     import pandas as pd
 
-    from uqbench.compare import relative_improvement
     from uqbench.errors import UQBenchError
+    from uqbench.report.compare import relative_improvement
 
     rows = []
     for config, variant, value in (("r", "raw", 1.0), ("s", "recalibrated scalar", 9.0),

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from uqbench.ranking import HEADLINES, ranked, sort_rows, t_half_width
+from uqbench.report.ranking import HEADLINES, ranked, sort_rows, t_half_width
 
 DIRECTIONS = {"crps": "lower", "spearman": "higher", "miscalibration_area": "lower",
               "coverage_95": "target", "ood_auroc": "higher",

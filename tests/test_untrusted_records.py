@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from uqbench.cli import main
-from uqbench.leaderboard import load_records
+from uqbench.report.tables import load_records
 from uqbench.results import output_path, plain_name, read_record
 
 PUBLISHED = Path(__file__).resolve().parent.parent / "leaderboard" / "superseded" / "protocol-v1"

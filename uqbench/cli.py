@@ -100,7 +100,8 @@ def run(method, dataset, train_size, seed, device, n_samples, out, quick, params
     your extxyz files per split; check it with `uqbench datasets check FILE.yaml`) or one
     extxyz file with energies and/or forces.
     """
-    from uqbench.runner import DEFAULT_THREADS, RunConfig, summary_table
+    from uqbench.report.summary import summary_table
+    from uqbench.runner import DEFAULT_THREADS, RunConfig
     from uqbench.runner import run as do_run
 
     options = _parse_params(dataset_options, "--dataset-option")
@@ -127,7 +128,9 @@ def run(method, dataset, train_size, seed, device, n_samples, out, quick, params
     constant = (record.get("reference") or {}).get("constant", {}).get("splits", {})
     test = constant.get("test", {})
     if test:
-        parts = ", ".join(f"{t} {v['rmse']:.4g} {'eV/atom' if t == 'energy' else 'eV/Å'}"
+        from uqbench.metrics.table import TARGET_UNITS
+
+        parts = ", ".join(f"{t} {v['rmse']:.4g} {TARGET_UNITS.get(t, '')}"
                           for t, v in sorted(test.items()))
         click.echo(f"trivial reference: the constant predictor (the training mean energy per "
                    f"atom, zero forces) has test RMSE {parts}")
@@ -357,7 +360,9 @@ def metrics() -> None:
 
     found = entries("metric")
     width = max((len(k) for k in found), default=0)
-    arrows = {"lower": "↓ lower", "higher": "↑ higher", "target": "→ nearest"}
+    from uqbench.metrics.table import ARROWS
+
+    arrows = {k: f"{v} {k if k != 'target' else 'nearest'}" for k, v in ARROWS.items()}
     for key, entry in found.items():
         if entry.error is not None:
             click.echo(f"{key:<{width}}  [failed to import: {entry.error}]")
@@ -381,7 +386,7 @@ def metrics() -> None:
               show_default=True, help="Directory for CSV and Markdown.")
 def leaderboard(results: Path, out: Path) -> None:
     """Turn result records into a tidy CSV, a wide CSV per dataset and Markdown."""
-    from uqbench.leaderboard import write_leaderboard
+    from uqbench.report.leaderboard import write_leaderboard
     from uqbench.results import check_writable
 
     if not results.is_dir():
@@ -431,9 +436,9 @@ def compare(results: Path, method: str, baseline: str, metric: str, out: Path | 
     seeds with its 95 % Student-t interval and a verdict: better or worse only where the
     interval excludes zero. The metric may be any registered one with a lower/higher
     direction, plugins' included."""
-    from uqbench.compare import markdown as as_markdown
-    from uqbench.compare import relative_improvement
-    from uqbench.leaderboard import load_records, tidy
+    from uqbench.report.compare import markdown as as_markdown
+    from uqbench.report.compare import relative_improvement
+    from uqbench.report.tables import load_records, tidy
 
     if not results.is_dir():
         raise UQBenchError(f"no results directory {str(results)!r}")
@@ -457,7 +462,7 @@ def compare(results: Path, method: str, baseline: str, metric: str, out: Path | 
               help="Output PNG (default: beside the record, <run id>.png).")
 def plot(record: Path, out: Path | None) -> None:
     """Draw one run's calibration, RMSE-vs-RMV and |error|-vs-std panels from RECORD."""
-    from uqbench.plots import record_figure
+    from uqbench.report.figures import record_figure
     from uqbench.results import read_record
 
     out = out or record.with_suffix(".png")

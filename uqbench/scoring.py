@@ -26,7 +26,7 @@ from scipy.stats import ConstantInputWarning
 
 from uqbench.dataset import energies, forces, label_counts, n_atoms
 from uqbench.metrics.functions import calibration_curve, rmse_rmv_curve, tail_ratio
-from uqbench.metrics.table import MetricSpec, Target
+from uqbench.metrics.table import TARGET_UNITS, MetricSpec, Target
 from uqbench.prediction import Prediction
 
 ERROR_STD_POINTS = 400
@@ -61,11 +61,12 @@ def targets(prediction: Prediction, structures: list[Atoms]) -> dict[str, Target
         # OOD score: total-energy std / sqrt(n) stays flat in n for independent per-atom
         # noise (the total std grows as sqrt(n), the per-atom one shrinks as 1/sqrt(n)),
         # so it does not detect a split by its atom count alone.
-        out["energy"] = Target("energy", "eV/atom", e_true, e_pred, e_std, e_samples,
+        out["energy"] = Target("energy", TARGET_UNITS["energy"], e_true, e_pred, e_std, e_samples,
                                np.abs(e_pred - e_true), e_std,
                                prediction.energy_std / np.sqrt(counts),
                                df=e_df, level_map=prediction.energy_level_map,
-                               base_std=e_base, n_atoms=counts)
+                               base_std=e_base, n_atoms=counts,
+                               structure=np.flatnonzero(e_ok))
     if a_ok.any():
         f_true = forces(structures)[a_ok]
         f_mean = prediction.forces_mean[a_ok]
@@ -78,7 +79,7 @@ def targets(prediction: Prediction, structures: list[Atoms]) -> dict[str, Target
         if prediction.forces_samples is not None:
             f_samples = prediction.forces_samples[:, a_ok].reshape(
                 prediction.forces_samples.shape[0], -1)
-        out["forces"] = Target("forces", "eV/Å", f_true.ravel(), f_mean.ravel(),
+        out["forces"] = Target("forces", TARGET_UNITS["forces"], f_true.ravel(), f_mean.ravel(),
                                f_std.ravel(), f_samples,
                                np.linalg.norm(f_mean - f_true, axis=1),
                                f_atom_std_all[a_ok], f_struct, vector_size=3,
@@ -87,7 +88,8 @@ def targets(prediction: Prediction, structures: list[Atoms]) -> dict[str, Target
                                level_map=prediction.forces_level_map,
                                base_std=None if prediction.forces_base_std is None
                                else prediction.forces_base_std[a_ok].ravel(),
-                               n_atoms=counts)
+                               n_atoms=counts,
+                               structure=np.repeat(structure_idx[a_ok], 3))
     return out
 
 

@@ -40,6 +40,20 @@ class Target:
     level_map: np.ndarray | None = None  # isotonic recalibration: G = R o F (see level_map)
     base_std: np.ndarray | None = None  # F's std where there is a level map
     n_atoms: np.ndarray | None = None  # atoms of each structure of the split (all of them)
+    #: For each scored value, the index (in the split) of the structure it belongs to: one
+    #: per energy, three per atom's force (its components), so a metric can group by
+    #: structure (e.g. a per-structure force error).
+    structure: np.ndarray | None = None
+
+
+#: The unit of each scored target: energy per atom of a structure, force components. The
+#: one home of these labels (tables, figures, web pages and the run's table read it here).
+TARGET_UNITS = {"energy": "eV/atom", "forces": "eV/Å"}
+#: The arrow that marks a metric's better direction, and the words for it.
+ARROWS = {"lower": "↓", "higher": "↑", "target": "→"}
+DIRECTION_WORDS = {"lower": "lower is better", "higher": "higher is better",
+                   "target": "nearest its ideal",
+                   "reference": "the trivial reference, the same for every method"}
 
 
 @dataclass(frozen=True)

@@ -468,9 +468,19 @@ class TorchUQMethod(UQMethod):
             raise RuntimeError("fit() before save()")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        # Fitted values that are plain data (a plugin's std, a budget, a history) travel
+        # in config.json, so a method needs no save/load of its own for them.
+        fitted = {}
+        for name, value in vars(self).items():
+            if (name.endswith("_") and not name.startswith("_")
+                    and name not in ("models_", "backbone_options_", "device_")):
+                try:
+                    fitted[name] = json.loads(json.dumps(value))
+                except (TypeError, ValueError):
+                    continue
         config = {"class": f"{type(self).__module__}:{type(self).__qualname__}",
                   "key": self.key, "params": self.get_params(),
-                  "backbone_options_": self.backbone_options_}
+                  "backbone_options_": self.backbone_options_, "fitted": fitted}
         (path / "config.json").write_text(json.dumps(config, indent=2))
         torch.save([m.state_dict() for m in self.models_], path / "weights.pt")
 
@@ -484,6 +494,9 @@ class TorchUQMethod(UQMethod):
         method = cls(**params)
         method.key = config.get("key", "")
         method.device_ = resolve_device(method.device)
+        for name, value in (config.get("fitted") or {}).items():
+            if name.endswith("_") and not name.startswith("_") and name != "models_":
+                setattr(method, name, value)
         method.backbone_options_ = config.get("backbone_options_", method._backbone_options())
         method.adapter_ = make_adapter(method.backbone, dict(method.backbone_options_))
         states = torch.load(path / "weights.pt", map_location=method.device_, weights_only=True)

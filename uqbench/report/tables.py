@@ -1,4 +1,5 @@
-"""Assemble run records into the leaderboard: tidy CSV, wide CSV per dataset, Markdown."""
+"""Run records as tables: the tidy frame (one row per run x split x target x metric), the
+wide per-dataset table with seed statistics, and its Markdown."""
 
 from __future__ import annotations
 
@@ -6,9 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from uqbench.metrics.table import BUILTIN, metric_info
-from uqbench.progress import note
-from uqbench.results import COUNTS, output_path, read_record, write_text_atomic
+from uqbench.metrics.table import ARROWS, BUILTIN, TARGET_UNITS, metric_info
+from uqbench.results import COUNTS, read_record
 
 TIDY_COLUMNS = [
     "dataset", "method", "config", "variant", "label", "train_size", "seed", "quick", "split",
@@ -18,7 +18,6 @@ TIDY_COLUMNS = [
 ]
 HEADLINE = ("crps", "nll", "spearman", "spearman_robust", "miscalibration_area", "ence",
             "coverage_95", "rmse", "ood_auroc", "ood_auroc_size_only")
-_UNITS = {"energy": "eV/atom", "forces": "eV/Å"}
 
 
 def config_of(record: dict) -> dict:
@@ -122,7 +121,7 @@ def tidy(records: list[dict]) -> pd.DataFrame:
                     spec = info.get(metric)
                     unit, direction = "", "count"
                     if spec is not None:
-                        unit = (_UNITS.get(target, "") if spec["unit"] == "target"
+                        unit = (TARGET_UNITS.get(target, "") if spec["unit"] == "target"
                                 else spec["unit"])
                         direction = spec["direction"]
                     elif metric not in COUNTS:
@@ -189,7 +188,7 @@ def _with_configs(frame: pd.DataFrame) -> pd.DataFrame:
         info = metric_info()
         frame = frame.assign(
             direction=[(info.get(m) or {}).get("direction", "count") for m in frame["metric"]],
-            unit=[_UNITS.get(t, "") if (info.get(m) or {}).get("unit") == "target"
+            unit=[TARGET_UNITS.get(t, "") if (info.get(m) or {}).get("unit") == "target"
                   else (info.get(m) or {}).get("unit", "")
                   for m, t in zip(frame["metric"], frame["target"], strict=True)])
     return frame
@@ -274,7 +273,6 @@ def _markdown_table(part: pd.DataFrame, target: str, split: str) -> list[str]:
     return lines
 
 
-_ARROWS = {"lower": "↓", "higher": "↑", "target": "→"}
 
 
 def _header(metric: str, part: pd.DataFrame) -> str:
@@ -285,52 +283,5 @@ def _header(metric: str, part: pd.DataFrame) -> str:
         info = metric_info().get(metric) or {}
         ideal = f"{info['ideal']:g}" if info.get("ideal") is not None else ""
     unit = row["unit"] if isinstance(row["unit"], str) else ""
-    return (f"{metric} {_ARROWS.get(row['direction'], '')}{ideal}"
+    return (f"{metric} {ARROWS.get(row['direction'], '')}{ideal}"
             + (f" ({unit})" if unit else ""))
-
-
-def write_leaderboard(results_dir: Path, out_dir: Path) -> tuple[list[Path], list[str]]:
-    """Write ``results.csv``, and per dataset ``<dataset>.csv``, ``<dataset>.md``, its
-    figures and ``<dataset>.html``, and ``index.html``; returns files written, skips."""
-    records, skipped = load_records(results_dir)
-    note("leaderboard: %d record(s) read from %s (%d skipped)", len(records), results_dir,
-         len(skipped))
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    frame = tidy(records)
-    written = [out_dir / "results.csv"]
-    write_text_atomic(written[0], frame.to_csv(index=False))
-    figures: dict[str, list[Path]] = {}
-    for dataset, part in frame.groupby("dataset", sort=True):
-        note("leaderboard: %s: tables and figures", dataset)
-        first_figure = len(written) + 2
-        csv_path = output_path(out_dir, f"{dataset}.csv")
-        md_path = output_path(out_dir, f"{dataset}.md")
-        write_text_atomic(csv_path, wide(part).to_csv(index=False))
-        write_text_atomic(md_path, markdown(part, dataset))
-        written += [csv_path, md_path]
-        full = part[~part["quick"]]
-        # Figures draw the raw configurations (a recalibration moves neither the mean nor,
-        # being monotone, a ranking); recalibrated calibration curves get figures of their
-        # own, so no panel holds more than about eight series.
-        raw = part[part["variant"].fillna("raw").isin(["raw", ""])] if "variant" in part \
-            else part
-        full = full.loc[full.index.intersection(raw.index)]
-        part = part.loc[raw.index]
-        if full["train_size"].nunique() > 1:
-            from uqbench.plots import metric_vs_train_size_grid
-
-            written.append(metric_vs_train_size_grid(
-                full, "crps", output_path(out_dir, f"{dataset}-crps-vs-train-size.png")))
-        from uqbench.plots import leaderboard_figures, metric_by_split_figure
-
-        written += leaderboard_figures(records, out_dir, dataset)
-        chosen = full if not full.empty else part
-        written.append(metric_by_split_figure(
-            chosen, "spearman", output_path(out_dir, f"{dataset}-spearman-by-split.png")))
-        figures[dataset] = written[first_figure:]
-    if not frame.empty:
-        from uqbench.site import write_site
-
-        written += write_site(records, frame, out_dir, figures)
-    return written, skipped

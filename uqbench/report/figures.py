@@ -15,6 +15,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
+from uqbench.metrics.table import TARGET_UNITS  # noqa: E402
 from uqbench.progress import note  # noqa: E402
 from uqbench.results import output_path  # noqa: E402
 
@@ -25,7 +26,6 @@ def _label(metric: str) -> str:
 
     return (metric_info().get(metric) or {}).get("label", metric)
 
-_UNITS = {"energy": "eV/atom", "forces": "eV/Å"}
 
 #: Figures are drawn to stay readable at 1200 px: at most this many panels per row.
 MAX_COLUMNS = 3
@@ -279,7 +279,7 @@ def record_figure(record: dict, path: Path) -> Path:
     fig, axes = _grid(3 * len(rows))
     for i, (split, target) in enumerate(rows):
         curve = curves[split][target]
-        unit = f"({_UNITS.get(target, '')})"
+        unit = f"({TARGET_UNITS.get(target, '')})"
         for j, (name, fn) in enumerate(_PANELS):
             ax = axes[3 * i + j]
             if fn is calibration:
@@ -304,7 +304,7 @@ def leaderboard_figures(records: list[dict], out_dir: Path, dataset: str) -> lis
         runs = [r for r in runs if not r.get("quick")]  # quick runs only when nothing else
     if not runs:
         return []
-    from uqbench.leaderboard import variants
+    from uqbench.report.tables import variants
 
     size = max(r["train_size"] for r in runs)
     labels = {rid: v for rid, (_, v) in variants(runs).items()}
@@ -342,7 +342,7 @@ def _panel_figures(chosen: dict[str, dict], panels, out_dir: Path, dataset: str,
                 if fn is calibration:
                     fn(curve, ax=ax, label=method)
                 else:
-                    fn(curve, unit=f"({_UNITS.get(target, '')})", ax=ax, label=method)
+                    fn(curve, unit=f"({TARGET_UNITS.get(target, '')})", ax=ax, label=method)
             ax.set_title(f"{target}, {split}", fontsize=10)
         handles, labels = axes[0].get_legend_handles_labels()
         bottom = _legend_below(fig, handles, labels) if handles else 0.0

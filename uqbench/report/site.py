@@ -17,14 +17,11 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from uqbench.plots import method_colour, method_parts
+from uqbench.metrics.table import ARROWS, DIRECTION_WORDS, TARGET_UNITS
+from uqbench.report.figures import method_colour, method_parts
 from uqbench.results import output_path, write_text_atomic
 
-ARROWS = {"lower": "↓ lower is better", "higher": "↑ higher is better",
-          "target": "→ nearest its ideal",
-          "reference": "the trivial reference, the same for every method"}
 FILTER_COLUMNS = ("method", "backbone", "train_size", "split", "target")
-TARGET_UNITS = {"energy": "eV/atom", "forces": "eV/Å"}
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;
@@ -106,7 +103,7 @@ def _metric_specs(records: list[dict]) -> dict:
 def summary_rows(frame: pd.DataFrame, specs: dict) -> tuple[pd.DataFrame, list[str]]:
     """One row per configuration x training size x split x target, with mean, sd and NaN
     count over seeds of every scored metric with a direction, and the run costs."""
-    from uqbench.leaderboard import ROW_KEYS, seed_stats, table_metrics
+    from uqbench.report.tables import ROW_KEYS, seed_stats, table_metrics
 
     keys = ROW_KEYS + ["split", "target"]
     metrics = [m for m in table_metrics(frame) if m in specs]
@@ -153,7 +150,8 @@ def results_table(table: pd.DataFrame, metrics: list[str], specs: dict, tid: str
     for m in metrics:
         spec = specs[m]
         unit = {"target": "unit of the target", "": ""}.get(spec["unit"], spec["unit"])
-        direction = ARROWS.get(spec["direction"], "")
+        direction = (f"{ARROWS.get(spec['direction'], '')} "
+                     f"{DIRECTION_WORDS.get(spec['direction'], '')}").strip()
         if spec["direction"] == "target" and spec.get("ideal") is not None:
             direction = f"→ nearest {spec['ideal']:g}"
         heads.append(f'<th class="sort" data-sort="{_e(m)}" '
@@ -281,7 +279,7 @@ def ranked_tables(frame: pd.DataFrame, specs: dict) -> tuple[str, list[tuple[str
     """One ranked table per training size (largest first): the headline metrics as seed
     means ± 95 % interval half-widths, sorted by test force CRPS, the best of a column
     starred only where its interval clears the runner-up's; collapsed rows last."""
-    from uqbench.ranking import DEFAULT_SORT, HEADLINES, ranked
+    from uqbench.report.ranking import DEFAULT_SORT, HEADLINES, ranked
 
     quick = bool(frame["quick"].all())  # a page of smoke tests ranks them, saying so
     part = frame[frame["quick"] == quick]
@@ -298,7 +296,7 @@ def ranked_tables(frame: pd.DataFrame, specs: dict) -> tuple[str, list[tuple[str
         names: list = ["r_label", "r_seeds"]
         for h in HEADLINES:
             spec = specs.get(h.metric, {})
-            arrow = ARROWS.get(spec.get("direction", ""), "").split(" ")[0]
+            arrow = ARROWS.get(spec.get("direction", ""), "")
             if spec.get("direction") == "target" and spec.get("ideal") is not None:
                 arrow = f"→{spec['ideal']:g}"
             unit = (TARGET_UNITS.get(h.target, "") if spec.get("unit") == "target"
