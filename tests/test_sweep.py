@@ -116,3 +116,27 @@ def test_several_recalibrations_from_one_fit(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "uqbench: error: --recalibrate must be one or more of" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o2").exists()
+
+
+def test_a_sweep_prepares_each_configuration_once(tmp_path, monkeypatch):
+    """The plan is made once and passed along: the sweep, the stacked group and the run do
+    not validate a configuration again (a pretrained backbone is read once)."""
+    import uqbench.runner as runner
+
+    calls = []
+    original = runner._prepare
+
+    def counted(cfg):
+        calls.append((cfg.method, cfg.seed, cfg.train_size))
+        return original(cfg)
+
+    monkeypatch.setattr(runner, "_prepare", counted)
+    path = tmp_path / "s.yaml"
+    path.write_text(SPEC.replace("seeds: [0]", "seeds: [0, 1]"))
+    configs = expand(load_sweep(path), tmp_path / "out")
+    assert len(configs) == 8
+    assert run_sweep(configs, progress=False) == {"done": 8, "skipped": 0, "failed": 0}
+    assert sorted(calls) == sorted((c.method, c.seed, c.train_size) for c in configs)
+    calls.clear()
+    assert run_sweep(configs, progress=False)["skipped"] == 8  # resuming: once each too
+    assert len(calls) == 8

@@ -260,12 +260,36 @@ def each_recalibration(cfg: RunConfig) -> list[RunConfig]:
     return [replaced(cfg, recalibrate=k) for k in recalibrations(cfg)] or [cfg]
 
 
-def planned_paths(cfg: RunConfig) -> list[Path]:
+@dataclass(frozen=True)
+class RunPlan:
+    """One run, planned once: its configuration, the method and loader options `prepare`
+    made of it, and the records it writes. The CLI, a sweep and the runner pass the plan
+    along, so a configuration is validated once (a pretrained backbone's weights are read
+    once) however many hands it passes through."""
+
+    cfg: RunConfig
+    method: Any = field(compare=False, repr=False)
+    data_kwargs: dict = field(compare=False)
+    paths: tuple[Path, ...] = ()
+
+
+def plan(cfg: RunConfig | RunPlan) -> RunPlan:
+    """The plan of ``cfg`` (a plan is returned as it is)."""
+    if isinstance(cfg, RunPlan):
+        return cfg
+    method, data_kwargs = prepare(cfg)
+    return RunPlan(cfg, method, data_kwargs, tuple(_paths(cfg, method, data_kwargs)))
+
+
+def planned_paths(cfg: RunConfig | RunPlan) -> list[Path]:
     """Where the records a run of ``cfg`` writes (one per recalibration kind, else its one
     record) are or will be: the run is done when all exist. At a dataset's default
     training size a record is named by the size found when the data is loaded, so an
     existing one is found by the rest of its name (seed and configuration hash)."""
-    method, data_kwargs = prepare(cfg)  # once: it may read a pretrained backbone
+    return list(plan(cfg).paths)
+
+
+def _paths(cfg: RunConfig, method, data_kwargs: dict) -> list[Path]:
     paths = []
     for one in each_recalibration(cfg):
         rid, _ = identity(one, method, data_kwargs)
@@ -276,16 +300,17 @@ def planned_paths(cfg: RunConfig) -> list[Path]:
     return paths
 
 
-def planned_path(cfg: RunConfig) -> Path:
+def planned_path(cfg: RunConfig | RunPlan) -> Path:
     """Where the (first) record of ``cfg`` is or will be written (`planned_paths`)."""
     return planned_paths(cfg)[0]
 
 
-def run(cfg: RunConfig) -> tuple[Path, dict]:
-    """Do the whole flow for one configuration and write its record; returns (path, record)
-    (with several recalibration kinds, the last kind's). Progress goes to the ``uqbench``
-    logger and to ``<record>.log`` beside the (first recalibrated) record."""
-    method, data_kwargs = prepare(cfg)
+def run(cfg: RunConfig | RunPlan) -> tuple[Path, dict]:
+    """Do the whole flow for one configuration (or its plan) and write its record; returns
+    (path, record) (with several recalibration kinds, the last kind's). Progress goes to
+    the ``uqbench`` logger and to ``<record>.log`` beside the (first recalibrated) record."""
+    planned = plan(cfg)
+    cfg, method, data_kwargs = planned.cfg, planned.method, planned.data_kwargs
     rid, _ = identity(each_recalibration(cfg)[0], method, data_kwargs)
     name = registry.dataset_name(cfg.dataset)
     path = record_path(cfg.out, name, cfg.method, rid)
@@ -459,7 +484,7 @@ def _finish(cfg: RunConfig, method, data_kwargs: dict, dataset, data_s: float,
     return written
 
 
-def run_stacked(cfgs: list[RunConfig]) -> list[tuple[Path, dict]]:
+def run_stacked(cfgs: list[RunConfig | RunPlan]) -> list[tuple[Path, dict]]:
     """Several seeds of one configuration (same method, dataset, size and settings), every
     model of every seed trained as one stacked computation
     (`uqbench.strategies.base.TorchUQMethod.fit_many`); each seed keeps its own data,
@@ -469,11 +494,13 @@ def run_stacked(cfgs: list[RunConfig]) -> list[tuple[Path, dict]]:
 
     from uqbench.strategies.base import TorchUQMethod
 
-    prepared = [prepare(cfg) for cfg in cfgs]
+    plans = [plan(cfg) for cfg in cfgs]
+    cfgs = [p.cfg for p in plans]
+    prepared = [(p.method, p.data_kwargs) for p in plans]
     methods = [method for method, _ in prepared]
     if len(cfgs) < 2 or not all(isinstance(m, TorchUQMethod) and m.stack_members
                                 for m in methods):
-        return [run(cfg) for cfg in cfgs]
+        return [run(p) for p in plans]
     first = cfgs[0]
     name = registry.dataset_name(first.dataset)
     rid, _ = identity(each_recalibration(first)[0], methods[0], prepared[0][1])
@@ -493,7 +520,7 @@ def run_stacked(cfgs: list[RunConfig]) -> list[tuple[Path, dict]]:
             [d.splits.get("calibration") for d, _ in loaded])
         wall = time.perf_counter() - t0
         if not stacked:
-            return [run(cfg) for cfg in cfgs]
+            return [run(p) for p in plans]
         note("fit of %d seeds done in %.1f s", len(cfgs), wall)
         out = []
         for cfg, method, (_, data_kwargs), (dataset, data_s) in zip(

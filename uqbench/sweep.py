@@ -50,7 +50,7 @@ from uqbench.errors import UQBenchError
 from uqbench.params import load_yaml_strict, merge
 from uqbench.progress import Progress, note
 from uqbench.results import write_json_atomic
-from uqbench.runner import DEFAULT_THREADS, RunConfig, planned_paths, run
+from uqbench.runner import DEFAULT_THREADS, RunConfig, RunPlan, plan, run
 
 GRID_KEYS = ("methods", "datasets", "train_sizes", "seeds")
 OPTIONAL_KEYS = ("params", "quick", "n_samples", "device", "threads", "cluster", "profiles",
@@ -196,14 +196,20 @@ def recorded(path: Path) -> bool:
     return True
 
 
-def run_one(cfg: RunConfig) -> str:
-    """Run one configuration unless already recorded: 'done', 'skipped' or 'failed'."""
-    paths = planned_paths(cfg)
-    path = paths[0]
-    if all(recorded(p) for p in paths):
+def _config(item: RunConfig | RunPlan) -> RunConfig:
+    return item.cfg if isinstance(item, RunPlan) else item
+
+
+def run_one(cfg: RunConfig | RunPlan) -> str:
+    """Run one configuration (or its plan) unless already recorded: 'done', 'skipped' or
+    'failed'."""
+    planned = plan(cfg)
+    cfg = planned.cfg
+    path = planned.paths[0]
+    if all(recorded(p) for p in planned.paths):
         return "skipped"
     try:
-        run(cfg)
+        run(planned)
     except Exception as exc:  # a failed run is recorded; the sweep goes on
         write_json_atomic(path.with_suffix(".failed"), {
             "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
@@ -214,7 +220,7 @@ def run_one(cfg: RunConfig) -> str:
     return "done"
 
 
-def stack_groups(configs: list[RunConfig]) -> list[list[RunConfig]]:
+def stack_groups(configs: list[RunConfig | RunPlan]) -> list[list[RunConfig | RunPlan]]:
     """The configurations as tasks: the seeds of one cell (same method, dataset, size and
     settings) form one task where the method trains its models stacked
     (``stack_members``: `uqbench.runner.run_stacked`), every other run is a task of its
@@ -223,7 +229,10 @@ def stack_groups(configs: list[RunConfig]) -> list[list[RunConfig]]:
 
     stacks: dict[str, bool] = {}
 
-    def stacks_models(method: str) -> bool:
+    def stacks_models(item: RunConfig | RunPlan) -> bool:
+        if isinstance(item, RunPlan):
+            return bool(getattr(item.method, "stack_members", False))
+        method = item.method
         if method not in stacks:
             try:
                 stacks[method] = bool(getattr(registry.create_method(method),
@@ -232,29 +241,30 @@ def stack_groups(configs: list[RunConfig]) -> list[list[RunConfig]]:
                 stacks[method] = False
         return stacks[method]
 
-    groups: dict[str, list[RunConfig]] = {}
-    order: list[list[RunConfig]] = []
-    for cfg in configs:
-        if not stacks_models(cfg.method):
-            order.append([cfg])
+    groups: dict[str, list] = {}
+    order: list[list] = []
+    for item in configs:
+        if not stacks_models(item):
+            order.append([item])
             continue
-        key = json.dumps({k: v for k, v in cfg.__dict__.items() if k != "seed"},
+        key = json.dumps({k: v for k, v in _config(item).__dict__.items() if k != "seed"},
                          sort_keys=True, default=str)
         if key not in groups:
             groups[key] = []
             order.append(groups[key])
-        groups[key].append(cfg)
+        groups[key].append(item)
     return order
 
 
-def run_group(cfgs: list[RunConfig]) -> list[str]:
+def run_group(cfgs: list[RunConfig | RunPlan]) -> list[str]:
     """Run a task of `stack_groups` unless recorded: one status per configuration. A
     stacked task that fails runs its seeds one by one (each then recorded or failed as
     `run_one` does)."""
     from uqbench.runner import run_stacked
 
+    cfgs = [plan(c) for c in cfgs]
     status = {i: "skipped" for i in range(len(cfgs))}
-    todo = [i for i, c in enumerate(cfgs) if not all(recorded(p) for p in planned_paths(c))]
+    todo = [i for i, c in enumerate(cfgs) if not all(recorded(p) for p in c.paths)]
     try:
         if len(todo) < 2:
             raise LookupError("nothing to stack")
@@ -266,7 +276,7 @@ def run_group(cfgs: list[RunConfig]) -> list[str]:
         status.update({i: run_one(cfgs[i]) for i in todo})
     else:
         for i in todo:
-            planned_paths(cfgs[i])[0].with_suffix(".failed").unlink(missing_ok=True)
+            cfgs[i].paths[0].with_suffix(".failed").unlink(missing_ok=True)
             status[i] = "done"
     return [status[i] for i in range(len(cfgs))]
 
@@ -298,7 +308,8 @@ def run_sweep_dask(configs: list[RunConfig], scheduler: str | None = None,
     """
     from distributed import Client, LocalCluster, as_completed
 
-    todo = [c for c in configs if not all(recorded(p) for p in planned_paths(c))]
+    plans = [plan(c) for c in configs]  # each configuration prepared once, here
+    todo = [p for p in plans if not all(recorded(path) for path in p.paths)]
     counts = {"done": 0, "skipped": len(configs) - len(todo), "failed": 0}
     if not todo:
         return counts
@@ -321,9 +332,9 @@ def run_sweep_dask(configs: list[RunConfig], scheduler: str | None = None,
         by_future = dict(zip(futures, tasks, strict=True))
         for future in as_completed(futures):
             group = by_future[future]
-            for status, cfg in zip(future.result(), group, strict=True):
+            for status, item in zip(future.result(), group, strict=True):
                 counts[status] += 1
-                bar.update(1, last=f"{status} {_label(cfg)}")
+                bar.update(1, last=f"{status} {_label(_config(item))}")
         bar.close()
     finally:
         client.close()
@@ -336,10 +347,10 @@ def run_sweep(configs: list[RunConfig], progress: bool = True) -> dict[str, int]
     """Run serially in this process (no Dask); returns counts of done, skipped, failed."""
     counts = {"done": 0, "skipped": 0, "failed": 0}
     bar = Progress(len(configs), "sweep", unit="run", every=0 if progress else None)
-    for group in stack_groups([replace(cfg) for cfg in configs]):
-        for status, cfg in zip(run_group(group), group, strict=True):
+    for group in stack_groups([plan(replace(cfg)) for cfg in configs]):
+        for status, item in zip(run_group(group), group, strict=True):
             counts[status] += 1
-            bar.update(1, last=f"{status} {_label(cfg)}")
+            bar.update(1, last=f"{status} {_label(_config(item))}")
     bar.close()
     return counts
 
