@@ -29,7 +29,7 @@ S = 32
 
 
 def deterministic_predict(method, model, structures):
-    items = method._adapter.graph_items(structures)
+    items = method.adapter.graph_items(structures)
     out_e, out_f = [], []
     for chunk in _chunks(items, MAX_EDGES_PER_PASS):
         e, f = energy_and_forces(model, collate(chunk, torch.float32))
@@ -57,8 +57,8 @@ def main() -> None:
     method = uqbench.create_method("p-egnn", device="cpu", n_samples=S)
     method.device_ = torch.device("cpu")
     torch.manual_seed(0)
-    backbone = method._adapter.build()
-    method._adapter.fit_normalisation(backbone, method._adapter.graph_items(data.splits["train"]))
+    backbone = method.adapter.build()
+    method.adapter.fit_normalisation(backbone, method.adapter.graph_items(data.splits["train"]))
     model = method.wrap(backbone).eval()
     method.models_ = [model]
     test = data.splits["test"]

@@ -48,7 +48,7 @@ def main() -> None:
     n = np.array([len(a) for a in test])
     e_true = np.array([a.info["energy"] for a in test]) / n
     samples = method.predict_distribution(test, n_samples=8).energy_samples / n  # [S, n]
-    batch = collate(method._adapter.graph_items(test)).to(method.device_)
+    batch = collate(method.adapter.graph_items(test)).to(method.device_)
     noise_free, _ = energy_and_forces(method.models_[0], batch)  # z = None: no perturbation
     noise_free = noise_free.detach().cpu().numpy() / n
     out = {
@@ -74,7 +74,7 @@ def attribute_worst(method, test, samples: np.ndarray, noise_free: np.ndarray) -
     furthest from the noise-free energy is attributed layer by layer (eV/atom)."""
     model = method.models_[0]
     k = int(np.abs(samples - noise_free).max(0).argmax())
-    one = collate(method._adapter.graph_items([test[k]])).to(method.device_)
+    one = collate(method.adapter.graph_items([test[k]])).to(method.device_)
     n_atoms = len(test[k])
     torch.manual_seed(0)
     z = torch.randn(32, method.noise_dim, device=method.device_)

@@ -373,7 +373,7 @@ def test_orb_method_saves_loads_and_runs_in_float64(orb_ckpt, tmp_path):
     assert next(method.models_[0].parameters()).dtype == torch.float64
     method.save(tmp_path / "m")
     again = type(method).load(tmp_path / "m")
-    batch = collate(method._adapter.graph_items(train), torch.float64)
+    batch = collate(method.adapter.graph_items(train), torch.float64)
     e1, f1 = energy_and_forces(method.models_[0], batch)
     e2, f2 = energy_and_forces(again.models_[0], batch)
     torch.testing.assert_close(e1, e2)

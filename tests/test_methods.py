@@ -48,9 +48,9 @@ def test_each_sample_is_a_potential(tiny_nbody):
     method = uqbench.create_method("mcdropout-egnn", **SMALL, dtype="float64")
     method.fit(tiny_nbody.splits["train"][:10], tiny_nbody.splits["val"][:5])
     model = method.models_[0]
-    items = method._adapter.graph_items(tiny_nbody.splits["test"][:1])
+    items = method.adapter.graph_items(tiny_nbody.splits["test"][:1])
     batch = collate(items, torch.float64)
-    for layer in method._adapter.dropout_layers(model):
+    for layer in method.adapter.dropout_layers(model):
         layer.train()
     torch.manual_seed(3)
     energy, forces = energy_and_forces(model, batch)

@@ -76,7 +76,7 @@ def test_each_perturbed_sample_is_a_potential(p_fitted, tiny_nbody):
 def test_crps_gradients_reach_perturbation_parameters(tiny_nbody):
     method = uqbench.create_method("p-egnn", dtype="float64", **SMALL)
     method.device_ = torch.device("cpu")
-    adapter = method._adapter
+    adapter = method.adapter
     backbone = adapter.build().double()
     model = PerturbedModel(backbone, adapter, method.noise_dim).double().train()
     batch = _batch(tiny_nbody.splits["train"][:8])

@@ -77,3 +77,37 @@ def test_units_and_arrows_have_one_home():
         if '"eV/atom", "forces": "eV/Å"' in text or '"lower": "↓"' in text:
             homes.append(str(path.relative_to(PACKAGE)))
     assert homes == ["metrics/table.py"], homes
+
+
+def _own_names(tree: ast.AST) -> set[str]:
+    """Underscore names a file defines itself (its functions, methods and attributes)."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+    return {n for n in names if n.startswith("_")}
+
+
+def test_strategies_and_the_example_plugin_use_only_public_names_of_uqbench():
+    """What a built-in strategy needs from uqbench, a plugin author can use too."""
+    root = PACKAGE.parent
+    files = sorted((PACKAGE / "strategies").glob("*.py")) + sorted(
+        (root / "examples" / "plugin").rglob("*.py"))
+    base = PACKAGE / "strategies" / "base.py"
+    found = []
+    for path in files:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        own = _own_names(tree) if path != base else set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("uqbench"):
+                found += [f"{path.name}: imports {a.name}" for a in node.names
+                          if a.name.startswith("_")]
+            if (path != base and isinstance(node, ast.Attribute)
+                    and node.attr.startswith("_") and not node.attr.startswith("__")
+                    and node.attr not in own):
+                found.append(f"{path.name}:{node.lineno}: .{node.attr}")
+    assert not found, found

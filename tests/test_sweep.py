@@ -140,3 +140,24 @@ def test_a_sweep_prepares_each_configuration_once(tmp_path, monkeypatch):
     calls.clear()
     assert run_sweep(configs, progress=False)["skipped"] == 8  # resuming: once each too
     assert len(calls) == 8
+
+
+def test_a_changed_loader_default_changes_the_run_id(monkeypatch):
+    """The id hashes the loader's resolved options, not only those given: data made under
+    another default is another configuration, never a reused record."""
+    from uqbench import registry
+    from uqbench.runner import RunConfig, identity, prepare
+
+    cfg = RunConfig(method="egnn", dataset="nbody", train_size=20, quick=True)
+    method, data_kwargs = prepare(cfg)
+    before, config = identity(cfg, method, data_kwargs)
+    assert config["dataset_defaults"]["test_size"] == 500
+    loader = registry.dataset_loader("nbody")
+
+    def changed(*args, test_size: int = 400, **kwargs):
+        return loader(*args, test_size=test_size, **kwargs)
+
+    monkeypatch.setattr(registry, "dataset_loader", lambda key: changed)
+    after, config = identity(cfg, method, data_kwargs)
+    assert config["dataset_defaults"]["test_size"] == 400
+    assert after != before

@@ -225,7 +225,24 @@ def identity(cfg: RunConfig, method, data_kwargs: dict) -> tuple[str, dict]:
         config["recalibrate"] = cfg.recalibrate
     if cfg.allow_overlap:
         config["allow_overlap"] = True
+    # The loader's defaults for every option not given: a changed default makes new data,
+    # so it must make a new id rather than silently reuse an old record.
+    config["dataset_defaults"] = dataset_defaults(cfg.dataset, data_kwargs)
     return run_id(config), config
+
+
+def dataset_defaults(dataset: str, data_kwargs: dict) -> dict[str, Any]:
+    """The loader's default value of each option the run does not set."""
+    loader = registry.dataset_loader(dataset)
+    found = {}
+    for name, param in inspect.signature(loader).parameters.items():
+        if (name in data_kwargs or param.default is inspect.Parameter.empty
+                or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL)):
+            continue
+        value = param.default
+        found[name] = value if isinstance(value, (str, int, float, bool, type(None))) \
+            else repr(value)
+    return found
 
 
 def fit_calibrated(method, train: list, val: list | None, calibration: list | None):

@@ -136,7 +136,7 @@ class TorchUQMethod(UQMethod):
     stack_members: bool = False
 
     # -- pieces subclasses provide --------------------------------------------------------
-    def _backbone_options(self) -> dict:
+    def backbone_settings(self) -> dict:
         return dict(self.backbone_options or {})
 
     def n_models(self) -> int:
@@ -174,7 +174,7 @@ class TorchUQMethod(UQMethod):
     def node_features(self, model: nn.Module, batch) -> torch.Tensor:
         """The backbone's final per-atom states [n_atoms, F] (before its readout) for the
         backbone inside ``model``: what an extra head (a variance, a last layer) reads."""
-        return self._adapter.node_features(model, batch)
+        return self.adapter.node_features(model, batch)
 
     # -- hyperparameters: the backbone's options nest as backbone__<option> ----------------
     def backbone_defaults(self) -> dict:
@@ -216,10 +216,10 @@ class TorchUQMethod(UQMethod):
     def new_adapter(self) -> BackboneAdapter:
         """A fresh adapter for the current ``backbone`` and ``backbone_options``: every fit
         makes its own, so hyperparameters set after one fit take effect in the next."""
-        return make_adapter(self.backbone, self._backbone_options())
+        return make_adapter(self.backbone, self.backbone_settings())
 
     @property
-    def _adapter(self) -> BackboneAdapter:
+    def adapter(self) -> BackboneAdapter:
         """The fitted adapter (``adapter_``); before a fit, a fresh one."""
         return self.__dict__.get("adapter_") or self.new_adapter()
 
@@ -233,10 +233,10 @@ class TorchUQMethod(UQMethod):
     def check_prerequisites(self) -> None:
         """The backbone's package is importable (a fresh adapter: nothing is cached)."""
         try:
-            adapter = make_adapter(self.backbone, self._backbone_options())
+            adapter = make_adapter(self.backbone, self.backbone_settings())
         except ValueError as exc:
             raise UQBenchError(str(exc)) from None
-        unknown = sorted(set(self._backbone_options()) - set(type(adapter).defaults()))
+        unknown = sorted(set(self.backbone_settings()) - set(type(adapter).defaults()))
         if unknown:
             raise UQBenchError(f"backbone {self.backbone!r} has no option(s) "
                                f"{', '.join(map(repr, unknown))}; it takes "
@@ -244,7 +244,7 @@ class TorchUQMethod(UQMethod):
         adapter.check_available()
 
     @property
-    def _torch_dtype(self) -> torch.dtype:
+    def torch_dtype(self) -> torch.dtype:
         try:
             return {"float32": torch.float32, "float64": torch.float64}[self.dtype]
         except KeyError:
@@ -307,12 +307,12 @@ class TorchUQMethod(UQMethod):
             val = _labelled(val, "val")
         self.device_ = resolve_device(self.device)
         self.adapter_ = self.new_adapter()
-        self._adapter.check_dtype(self._torch_dtype)
-        self.backbone_options_ = self._adapter.resolve(train_set)
-        train_items = self._adapter.graph_items(train_set)
+        self.adapter.check_dtype(self.torch_dtype)
+        self.backbone_options_ = self.adapter.resolve(train_set)
+        train_items = self.adapter.graph_items(train_set)
         self.total_steps_ = self.budget_steps(len(train_items))
-        val_items = self._adapter.graph_items(val) if val else None
-        self.calibration_items_ = (self._adapter.graph_items(_labelled(calibration,
+        val_items = self.adapter.graph_items(val) if val else None
+        self.calibration_items_ = (self.adapter.graph_items(_labelled(calibration,
                                                                        "calibration"))
                                    if calibration else None)
         self.models_: list[nn.Module] = []
@@ -343,7 +343,7 @@ class TorchUQMethod(UQMethod):
         return int(steps)
 
     @staticmethod
-    def _staged_history(stages: dict[str, dict], last: str) -> dict:
+    def staged_history(stages: dict[str, dict], last: str) -> dict:
         """One history for a fit of several stages: each stage's own, the epochs and
         optimiser steps summed over all, and the last stage's losses at the top."""
         return {"stages": stages,
@@ -367,9 +367,9 @@ class TorchUQMethod(UQMethod):
         return steps
 
     def new_backbone(self, train_items: list[dict], member: int = 0) -> nn.Module:
-        model = self._adapter.build().to(self.device_, self._torch_dtype)
-        self._adapter.prepare_member(model, member)
-        self._adapter.fit_normalisation(model, train_items)
+        model = self.adapter.build().to(self.device_, self.torch_dtype)
+        self.adapter.prepare_member(model, member)
+        self.adapter.fit_normalisation(model, train_items)
         return model
 
     def fit_member(self, member: int, train_items: list[dict],
@@ -398,7 +398,7 @@ class TorchUQMethod(UQMethod):
         return train(
             model, train_items, val_items, loss_fn,
             max_epochs=max_epochs, lr=lr, batch_size=self.batch_size, patience=self.patience,
-            device=self.device_, dtype=self._torch_dtype, seed=self.seed * 1000 + member,
+            device=self.device_, dtype=self.torch_dtype, seed=self.seed * 1000 + member,
             max_steps=max_steps, param_groups=param_groups,
             desc=f"{self.key or type(self).__name__} {what}", warmup_steps=warmup_steps,
             schedule=self.lr_schedule, schedule_span=(schedule_offset, self.total_steps_),
@@ -415,7 +415,7 @@ class TorchUQMethod(UQMethod):
     ) -> Prediction:
         if not hasattr(self, "models_"):
             raise RuntimeError(f"{type(self).__name__} is not fitted; call fit() first")
-        items = self._adapter.graph_items(structures)
+        items = self.adapter.graph_items(structures)
         if self.parametric:
             return self._predict_parametric(structures, items)
         n_samples = n_samples or self.n_samples
@@ -426,7 +426,7 @@ class TorchUQMethod(UQMethod):
         progress = (Progress(len(items), "predicting", unit="structure")
                     if len(items) >= PROGRESS_MIN_STRUCTURES else None)
         for chunk in _chunks(items, MAX_EDGES_PER_PASS // max(copies, 1)):
-            batch = collate(chunk, self._torch_dtype).to(self.device_)
+            batch = collate(chunk, self.torch_dtype).to(self.device_)
             e, f = self.sample(batch, n_samples)
             energies.append(e.detach().cpu().double().numpy())
             forces.append(f.detach().cpu().double().numpy())
@@ -442,19 +442,19 @@ class TorchUQMethod(UQMethod):
     def batches(self, structures: list[Atoms]):
         """``structures`` as `GraphBatch` es on the fitted method's device and dtype, under
         the edge budget of a forward pass (labels included where present)."""
-        for chunk in _chunks(self._adapter.graph_items(structures), MAX_EDGES_PER_PASS):
-            yield collate(chunk, self._torch_dtype).to(self.device_)
+        for chunk in _chunks(self.adapter.graph_items(structures), MAX_EDGES_PER_PASS):
+            yield collate(chunk, self.torch_dtype).to(self.device_)
 
     def _predict_parametric(self, structures: list[Atoms], items: list[dict]) -> Prediction:
         parts: dict[str, list[np.ndarray]] = {}
         for chunk in _chunks(items, MAX_EDGES_PER_PASS):
-            batch = collate(chunk, self._torch_dtype).to(self.device_)
+            batch = collate(chunk, self.torch_dtype).to(self.device_)
             for key, value in self.predict_parametric(batch).items():
                 parts.setdefault(key, []).append(value.detach().cpu().double().numpy())
         return Prediction(n_atoms=np.array([len(a) for a in structures]),
                           **{key: np.concatenate(p) for key, p in parts.items()})
 
-    def _member_passes(self, model: nn.Module, batch, copies: int, **model_kwargs):
+    def member_passes(self, model: nn.Module, batch, copies: int, **model_kwargs):
         """``copies`` passes of one model as one replicated batch (``model_kwargs`` go to
         the model's forward, e.g. per-replica noise)."""
         e, f = energy_and_forces(model, batch.repeat(copies), **model_kwargs)
@@ -497,12 +497,12 @@ class TorchUQMethod(UQMethod):
         for name, value in (config.get("fitted") or {}).items():
             if name.endswith("_") and not name.startswith("_") and name != "models_":
                 setattr(method, name, value)
-        method.backbone_options_ = config.get("backbone_options_", method._backbone_options())
+        method.backbone_options_ = config.get("backbone_options_", method.backbone_settings())
         method.adapter_ = make_adapter(method.backbone, dict(method.backbone_options_))
         states = torch.load(path / "weights.pt", map_location=method.device_, weights_only=True)
         method.models_ = []
         for state in states:
-            model = method.wrap(method._adapter.build()).to(method.device_, method._torch_dtype)
+            model = method.wrap(method.adapter.build()).to(method.device_, method.torch_dtype)
             model.load_state_dict(state)
             model.eval()
             method.models_.append(model)
@@ -621,7 +621,7 @@ def _fit_stacked(methods: list[TorchUQMethod], train_items: list[list[dict]],
             StackedEGNN.from_models(models[part]), trains[part],
             vals[part] if val_items[0] else None,
             force_weight=head.force_weight, lr=head.lr, batch_size=head.batch_size,
-            device=head.device_, dtype=head._torch_dtype, seeds=seeds[part],
+            device=head.device_, dtype=head.torch_dtype, seeds=seeds[part],
             max_steps=head.total_steps_,
             desc=f"{what} {len(models[part])} models stacked", schedule=head.lr_schedule)
         histories += h
@@ -674,14 +674,14 @@ class WarmStarted(TorchUQMethod):
             stages["warm_start"] = self.train_stage(
                 backbone, train_items, val_items, self.loss, None, self.lr, member,
                 "warm start", max_steps=warm_steps)
-        model = self.wrap(backbone).to(self.device_, self._torch_dtype)
+        model = self.wrap(backbone).to(self.device_, self.torch_dtype)
         if prepare is not None:
             prepare(model, steps)
         stages[stage] = self.train_stage(
             model, train_items, val_items, loss_fn, None, self.lr, member, what,
             max_steps=steps, warmup_steps=self.stage_warmup(steps),
             schedule_offset=warm_steps if self.warm_start_fraction > 0 else 0)
-        return model, self._staged_history(stages, stage)
+        return model, self.staged_history(stages, stage)
 
     def stage_warmup(self, stage_steps: int) -> int:
         """Warm-up steps of a stage that starts from trained weights: ``lr_warmup`` (a

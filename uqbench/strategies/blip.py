@@ -195,7 +195,7 @@ class BLIP(WarmStarted):
         self.prior = prior
 
     def wrap(self, backbone: nn.Module) -> nn.Module:
-        return BLIPModel(backbone, self._adapter, self.inference_hidden, self.init_log_alpha,
+        return BLIPModel(backbone, self.adapter, self.inference_hidden, self.init_log_alpha,
                          self.prior)
 
     def fit_member(self, member, train_items, val_items):
@@ -221,7 +221,7 @@ class BLIP(WarmStarted):
 
         sq_e, sq_f, n_e, n_f = 0.0, 0.0, 0, 0
         for batch in batches(train_items, 4 * self.batch_size, self.device_,
-                             self._torch_dtype):
+                             self.torch_dtype):
             e, f = (x.detach() for x in energy_and_forces(model, batch, stochastic=False)[:2])
             scale = model.energy_scale
             (e_err,) = at_energy_labels(batch, (e - batch.energy) / batch.n_atoms / scale)
@@ -274,7 +274,7 @@ class BLIP(WarmStarted):
         """The KL term (before division by the training size) on ``structures``."""
         from uqbench.backbones.graph import collate
 
-        batch = collate(self._adapter.graph_items(structures), self._torch_dtype).to(
+        batch = collate(self.adapter.graph_items(structures), self.torch_dtype).to(
             self.device_)
         with torch.no_grad():
             self.models_[0](batch)
@@ -284,7 +284,7 @@ class BLIP(WarmStarted):
         return n_samples
 
     def sample(self, batch, n_samples: int):
-        return self._member_passes(self.models_[0], batch, n_samples)
+        return self.member_passes(self.models_[0], batch, n_samples)
 
     def mean_prediction(self, batch):
         """Energies and forces of the noise-free network (posterior mean weights)."""

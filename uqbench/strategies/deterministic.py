@@ -17,4 +17,4 @@ class Deterministic(TorchUQMethod):
     stack_members = True  # a plain backbone with the MSE loss: seeds can train stacked
 
     def sample(self, batch, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._member_passes(self.models_[0], batch, 1)
+        return self.member_passes(self.models_[0], batch, 1)

@@ -26,5 +26,5 @@ class DeepEnsemble(TorchUQMethod):
 
     def sample(self, batch, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
         # An ensemble's samples are its members: n_samples does not apply.
-        passes = [self._member_passes(m, batch, 1) for m in self.models_]
+        passes = [self.member_passes(m, batch, 1) for m in self.models_]
         return torch.cat([e for e, _ in passes]), torch.cat([f for _, f in passes])

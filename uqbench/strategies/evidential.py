@@ -108,7 +108,7 @@ class Evidential(WarmStarted):
         self.evidential_weight = evidential_weight
 
     def wrap(self, backbone: nn.Module) -> nn.Module:
-        return EvidentialHeads(backbone, self._adapter.node_features, self.head_width)
+        return EvidentialHeads(backbone, self.adapter.node_features, self.head_width)
 
     def fit_member(self, member, train_items, val_items):
         """MSE warm start of the backbone, then the evidential loss of backbone and heads;
@@ -117,7 +117,7 @@ class Evidential(WarmStarted):
 
         def prepare(model, *_):
             model.materialise(next(iter(batches(train_items[:1], 1, self.device_,
-                                                self._torch_dtype))))
+                                                self.torch_dtype))))
 
         return self.fit_warm_then(member, train_items, val_items, "evidential",
                                   self.evidential_loss, "evidential", prepare=prepare)

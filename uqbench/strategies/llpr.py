@@ -108,7 +108,7 @@ class LLPR(TorchUQMethod):
     parametric = True
 
     def wrap(self, backbone: nn.Module) -> nn.Module:
-        return LastLayer(backbone, self._adapter)
+        return LastLayer(backbone, self.adapter)
 
     def fit_member(self, member, train_items, val_items):
         """The deterministic fit (the whole budget), then the Hessian on the training set
@@ -117,7 +117,7 @@ class LLPR(TorchUQMethod):
         backbone = self.new_backbone(train_items, member)
         history = self.train_stage(backbone, train_items, val_items, self.loss,
                                    self.max_epochs, self.lr, member, "training")
-        model = self.wrap(backbone).to(self.device_, self._torch_dtype)
+        model = self.wrap(backbone).to(self.device_, self.torch_dtype)
         model.eval()
         hessian = self._hessian(model, train_items)
         calibration = getattr(self, "calibration_items_", None)
@@ -133,7 +133,7 @@ class LLPR(TorchUQMethod):
     def _batches_of(self, items):
         from uqbench.training import batches
 
-        return batches(items, 4 * self.batch_size, self.device_, self._torch_dtype)
+        return batches(items, 4 * self.batch_size, self.device_, self.torch_dtype)
 
     def _hessian(self, model: LastLayer, items: list[dict]) -> torch.Tensor:
         width = model.inverse.shape[0]

@@ -24,19 +24,19 @@ class MCDropout(TorchUQMethod):
         super().__init__(**kwargs)
         self.dropout = dropout
 
-    def _backbone_options(self) -> dict:
+    def backbone_settings(self) -> dict:
         if not 0.0 < self.dropout < 1.0:
             raise ValueError(f"dropout must be in (0, 1); got {self.dropout}")
-        return {**super()._backbone_options(), "dropout": self.dropout}
+        return {**super().backbone_settings(), "dropout": self.dropout}
 
     def copies_per_pass(self, n_samples: int) -> int:
         return n_samples
 
     def sample(self, batch, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
         model = self.models_[0]
-        for layer in self._adapter.dropout_layers(model):
+        for layer in self.adapter.dropout_layers(model):
             layer.train()
         try:
-            return self._member_passes(model, batch, n_samples)
+            return self.member_passes(model, batch, n_samples)
         finally:
             model.eval()

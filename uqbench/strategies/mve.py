@@ -68,7 +68,7 @@ class MeanVariance(WarmStarted):
         self.head_width = head_width
 
     def wrap(self, backbone: nn.Module) -> nn.Module:
-        adapter = self._adapter
+        adapter = self.adapter
         return VarianceHeads(backbone, adapter.node_features, self.head_width)
 
     def fit_member(self, member, train_items, val_items):
@@ -81,7 +81,7 @@ class MeanVariance(WarmStarted):
     def _first_batch(self, items):
         from uqbench.training import batches
 
-        return next(iter(batches(items[:1], self.batch_size, self.device_, self._torch_dtype)))
+        return next(iter(batches(items[:1], self.batch_size, self.device_, self.torch_dtype)))
 
     def nll_loss(self, model: VarianceHeads, batch) -> torch.Tensor:
         """Gaussian NLL of the energy per atom + force_weight x that of the force

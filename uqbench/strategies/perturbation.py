@@ -136,7 +136,7 @@ class FunctionalPerturbation(TorchUQMethod):
         self.perturbation_bound = perturbation_bound
 
     def wrap(self, backbone: nn.Module) -> nn.Module:
-        return PerturbedModel(backbone, self._adapter, self.noise_dim, self.perturbation_bound)
+        return PerturbedModel(backbone, self.adapter, self.noise_dim, self.perturbation_bound)
 
     def fit_member(self, member, train_items, val_items):
         if self.train_samples < 2:
@@ -152,13 +152,13 @@ class FunctionalPerturbation(TorchUQMethod):
             stages["pretrain"] = self.train_stage(backbone, train_items, val_items, self.loss,
                                                   None, self.lr, member, "pretraining",
                                                   max_steps=self.total_steps_ - finetune_steps)
-        model = self.wrap(backbone).to(self.device_, self._torch_dtype)
+        model = self.wrap(backbone).to(self.device_, self.torch_dtype)
         stages["finetune"] = self.train_stage(
             model, train_items, val_items, self._crps_loss, None,
             self.finetune_lr, member, "CRPS finetuning", max_steps=finetune_steps,
             param_groups=self._param_groups(model),
             schedule_offset=self.total_steps_ - finetune_steps)
-        history = self._staged_history(stages, "finetune")
+        history = self.staged_history(stages, "finetune")
         history.update(stages)  # "pretrain" / "finetune" at the top level, as before
         return model, history
 
@@ -203,4 +203,4 @@ class FunctionalPerturbation(TorchUQMethod):
 
     def sample(self, batch, n_samples: int):
         z = self._noise(n_samples * batch.n_structures, batch.positions)
-        return self._member_passes(self.models_[0], batch, n_samples, z=z)
+        return self.member_passes(self.models_[0], batch, n_samples, z=z)

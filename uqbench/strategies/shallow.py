@@ -92,7 +92,7 @@ class ShallowEnsemble(WarmStarted):
         self.head_noise = head_noise
 
     def wrap(self, backbone: nn.Module) -> nn.Module:
-        return ShallowHeads(backbone, self._adapter, self.n_heads, self.head_noise)
+        return ShallowHeads(backbone, self.adapter, self.n_heads, self.head_noise)
 
     def fit_member(self, member, train_items, val_items):
         return self.fit_warm_then(member, train_items, val_items, "nll", self.nll_loss,
