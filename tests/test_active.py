@@ -99,3 +99,30 @@ def test_al_bad_input_is_one_line(tmp_path, capsys, extra, needle):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0]
     assert not list(tmp_path.rglob("*.json"))
+
+
+def test_labels_to_reach_interpolates_and_says_never():
+    from uqbench.report.al import labels_to_reach
+
+    assert labels_to_reach([10, 20, 30], [1.0, 0.5, 0.2], 0.5) == 20
+    assert labels_to_reach([10, 20, 30], [1.0, 0.6, 0.2], 0.4) == pytest.approx(25.0)
+    assert np.isnan(labels_to_reach([10, 20], [1.0, 0.9], 0.5))
+
+
+def test_label_saving_against_random_per_seed():
+    import pandas as pd
+
+    from uqbench.report.al import label_saving
+
+    rows = []
+    for seed in range(5):
+        for n, (r, u) in zip((10, 20, 30, 40), ((1.0, 1.0), (0.8, 0.6), (0.6, 0.45),
+                                               (0.45 + 0.01 * seed, 0.4)), strict=True):
+            for acq, value in (("random", r), ("force_std", u)):
+                rows.append(dict(dataset="toy", method="m", acquisition=acq, seed=seed,
+                                 round=n // 10 - 1, n_labelled=n, split="test",
+                                 target="forces", metric="rmse", value=value))
+    table = label_saving(pd.DataFrame(rows))
+    row = table.iloc[0]
+    assert row["acquisition"] == "force_std" and row["n_seeds"] == 5
+    assert 0 < row["saving_pct_mean"] < 50 and row["verdict"] == "better"
