@@ -145,7 +145,7 @@ def nll_student_t(
     return float(out.mean()) if reduce else out
 
 
-def _standard_quantile(level: np.ndarray, df: np.ndarray | None) -> np.ndarray:
+def standard_quantile(level: np.ndarray, df: np.ndarray | None) -> np.ndarray:
     """Quantile of the unit-variance predictive family: Gaussian, or Student-t with ``df``
     (per target; broadcast against ``level``)."""
     if df is None:
@@ -290,7 +290,7 @@ def coverage(
     q = 0.5 + level / 2.0
     if df is not None:
         df = np.broadcast_to(np.asarray(df, dtype=np.float64), sigma.shape)
-    half_width = _standard_quantile(np.float64(q), df) * sigma
+    half_width = standard_quantile(np.float64(q), df) * sigma
     return float(np.mean(np.abs(y - mu) <= half_width))
 
 
