@@ -34,6 +34,9 @@ def main() -> None:
                         help="comma-separated METHOD:BASELINE")
     args = parser.parse_args()
     frames = [tidy(load_records(folder)[0]) for folder in (args.published, args.rerun)]
+    if frames[1].empty or args.dataset not in set(frames[1]["dataset"]):
+        print(f"No re-run records of {args.dataset} in {args.rerun} yet.")
+        return
     sizes = set(frames[1]["train_size"])
     frames[0] = frames[0][frames[0]["train_size"].isin(sizes)]
     lines = ["| comparison | metric | train size | split | target | published | re-run "
