@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from uqbench.errors import UQBenchError
 from uqbench.report.compare import relative_improvement
 from uqbench.report.tables import load_records, tidy
 
@@ -45,8 +46,14 @@ def main() -> None:
     for pair in args.pairs.split(","):
         method, baseline = pair.split(":")
         for metric in args.metrics.split(","):
-            a, b = (relative_improvement(f, method, baseline, metric, dataset=args.dataset)
-                    .set_index(["train_size", "split", "target"]) for f in frames)
+            try:
+                a, b = (relative_improvement(f, method, baseline, metric,
+                                             dataset=args.dataset)
+                        .set_index(["train_size", "split", "target"]) for f in frames)
+            except UQBenchError as exc:  # e.g. a method not (yet) re-run
+                lines.append(f"| {method} vs {baseline} | {metric} | – | – | – | – "
+                             f"| {exc} | – | – |")
+                continue
             for key in a.index.intersection(b.index):
                 x, y = a.loc[key], b.loc[key]
                 sign = bool(np.sign(x["improvement_pct_mean"])
