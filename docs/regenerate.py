@@ -9,7 +9,9 @@ between two markers; this script runs each command again and writes its output i
     <!-- end generated -->
 
     python docs/regenerate.py            # rewrite what changed
-    python docs/regenerate.py --check    # exit 1, naming each stale page (the tests run this)
+    python docs/regenerate.py --check    # exit 1, naming each stale page
+    python docs/regenerate.py --check --skip-slow   # what the tests run: blocks marked
+                                                    # "generated (slow)" regenerate data
 
 Only ``uqbench ...`` and ``python studies/*.py`` commands run (argv, no shell).
 """
@@ -26,8 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-BLOCK = re.compile(r"(<!-- generated: (?P<command>.+?) -->\n)(?P<body>.*?)(<!-- end generated -->)",
-                   re.S)
+BLOCK = re.compile(r"(<!-- generated(?P<slow> \(slow\))?: (?P<command>.+?) -->\n)(?P<body>.*?)"
+                   r"(<!-- end generated -->)", re.S)
 FAMILIES = {  # strategy -> (page, title); the order of the methods pages
     "deterministic": ("deterministic", "Deterministic backbones (the accuracy reference)"),
     "perturbation": ("perturbation", "Learned functional perturbations (P)"),
@@ -55,12 +57,15 @@ def run(command: str) -> str:
     return done.stdout.strip() + "\n"
 
 
-def page_blocks(text: str) -> str:
-    """The page with every generated block's body replaced by its command's output."""
+def page_blocks(text: str, skip_slow: bool = False) -> str:
+    """The page with every generated block's body replaced by its command's output (a
+    block marked ``(slow)``, one that regenerates data, kept as it is with ``skip_slow``)."""
     def fill(match: re.Match) -> str:
+        if skip_slow and match["slow"]:
+            return match.group(0)
         command = match["command"]
         shown = f"```bash\n{command}\n```\n\n"
-        return match.group(1) + shown + run(command) + match.group(4)
+        return match.group(1) + shown + run(command) + match.group(5)
 
     return BLOCK.sub(fill, text)
 
@@ -119,6 +124,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 naming every page that is not current")
+    parser.add_argument("--skip-slow", action="store_true",
+                        help="leave blocks marked (slow) as they are (they regenerate data)")
     parser.add_argument("pages", nargs="*", type=Path,
                         help="only these pages' generated blocks (default: every page)")
     args = parser.parse_args()
@@ -126,7 +133,7 @@ def main() -> None:
     for page in [p.resolve() for p in args.pages] or sorted(DOCS.rglob("*.md")):
         text = page.read_text(encoding="utf-8")
         if BLOCK.search(text):
-            wanted[page] = page_blocks(text)
+            wanted[page] = page_blocks(text, args.skip_slow)
     if not args.pages:
         wanted.update(method_pages())
     stale = [p for p, text in wanted.items()

@@ -46,8 +46,10 @@ def test_site_builds_strictly(tmp_path):
 def test_generated_pages_are_current():
     """Every study table and method page equals what its command makes from the records and
     cards now (a stale page names itself)."""
-    done = subprocess.run([sys.executable, "docs/regenerate.py", "--check"], cwd=ROOT,
-                          capture_output=True, text=True, check=False)
+    # (blocks marked "generated (slow)" regenerate a dataset first: minutes on a fresh
+    # machine; `python docs/regenerate.py --check` runs them too)
+    done = subprocess.run([sys.executable, "docs/regenerate.py", "--check", "--skip-slow"],
+                          cwd=ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
 
 
@@ -56,7 +58,7 @@ def test_every_study_page_generates_its_tables():
     generated block."""
     import re
 
-    block = re.compile(r"<!-- generated: .+? -->\n.*?<!-- end generated -->", re.S)
+    block = re.compile(r"<!-- generated( \(slow\))?: .+? -->\n.*?<!-- end generated -->", re.S)
     for page in sorted((ROOT / "docs" / "studies").glob("*.md")):
         if page.name == "index.md":
             continue
