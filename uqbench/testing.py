@@ -142,28 +142,32 @@ def check_method(method_or_key: Any, structures: list[Atoms] | None = None,
 
 
 def _check_conservative(method: Any, atoms: Atoms, name: str) -> None:
-    """-dE_s/dε along a random unit displacement equals F_s · d for every sample s (a
-    longer step and a rounding allowance in float32)."""
+    """-dE_s/dε along a random unit displacement equals F_s · d for every sample s, at one
+    of a few step sizes (a longer step and a rounding allowance in float32; a smaller one
+    where a step moves a pair across a neighbour-graph cutoff, which reshuffles per-edge
+    noise such as dropout masks)."""
     single = str(getattr(method, "dtype", "float32")) != "float64"
-    h = 1e-2 if single else 1e-3
     rng = np.random.default_rng(0)
     d = rng.normal(size=(len(atoms), 3))
     d /= np.linalg.norm(d)
-    plus, minus = copy.deepcopy(atoms), copy.deepcopy(atoms)
-    plus.positions = atoms.positions + h * d
-    minus.positions = atoms.positions - h * d
-    p0, pp, pm = (_predict(method, [a]) for a in (atoms, plus, minus))
-    if p0.energy_samples is not None:
-        e_plus, e_minus = pp.energy_samples[:, 0], pm.energy_samples[:, 0]
-        forces = p0.forces_samples
-    else:
-        e_plus, e_minus = pp.energy_mean[None, :1], pm.energy_mean[None, :1]
-        e_plus, e_minus = e_plus[:, 0], e_minus[:, 0]
-        forces = p0.forces_mean[None]
-    slope = (e_plus - e_minus) / (2 * h)
+    p0 = _predict(method, [atoms])
+    sampled = p0.energy_samples is not None
+    forces = p0.forces_samples if sampled else p0.forces_mean[None]
     work = -np.einsum("sij,ij->s", forces, d)
     scale = max(float(np.abs(work).max()), 1e-3)
-    rounding = (4 * np.finfo(np.float32).eps * float(np.abs(p0.energy_mean).max()) / (2 * h)
-                if single else 0.0)
-    assert np.allclose(slope, work, atol=0.05 * scale + 1e-3 + rounding), (
-        f"{name}: forces are not -grad E (finite difference {slope} vs -F.d {work})")
+    tried = []
+    for h in ((1e-2, 3e-3, 1e-3) if single else (1e-3, 1e-4)):
+        plus, minus = copy.deepcopy(atoms), copy.deepcopy(atoms)
+        plus.positions = atoms.positions + h * d
+        minus.positions = atoms.positions - h * d
+        pp, pm = _predict(method, [plus]), _predict(method, [minus])
+        e_plus = pp.energy_samples[:, 0] if sampled else pp.energy_mean[:1]
+        e_minus = pm.energy_samples[:, 0] if sampled else pm.energy_mean[:1]
+        slope = (e_plus - e_minus) / (2 * h)
+        rounding = (4 * np.finfo(np.float32).eps * float(np.abs(p0.energy_mean).max())
+                    / (2 * h) if single else 0.0)
+        if np.allclose(slope, work, atol=0.05 * scale + 1e-3 + rounding):
+            return
+        tried.append(f"h={h:g}: {np.round(slope, 4)}")
+    raise AssertionError(f"{name}: forces are not -grad E (finite differences "
+                         f"{'; '.join(tried)} vs -F.d {np.round(work, 4)})")
