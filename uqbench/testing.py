@@ -142,21 +142,29 @@ def check_method(method_or_key: Any, structures: list[Atoms] | None = None,
 
 
 def _check_conservative(method: Any, atoms: Atoms, name: str) -> None:
-    """-dE_s/dε along a random unit displacement equals F_s · d for every sample s, at one
-    of a few step sizes (a longer step and a rounding allowance in float32; a smaller one
-    where a step moves a pair across a neighbour-graph cutoff, which reshuffles per-edge
-    noise such as dropout masks)."""
+    """-dE_s/dε along a unit displacement equals F_s · d for every sample s. The direction
+    is the mean force's, where the check is most sensitive; the step is the largest of a
+    few whose float rounding leaves the check informative (a smaller one helps where a
+    step moves a pair across a neighbour-graph cutoff, which reshuffles per-edge noise such
+    as dropout masks)."""
     single = str(getattr(method, "dtype", "float32")) != "float64"
-    rng = np.random.default_rng(0)
-    d = rng.normal(size=(len(atoms), 3))
-    d /= np.linalg.norm(d)
     p0 = _predict(method, [atoms])
     sampled = p0.energy_samples is not None
     forces = p0.forces_samples if sampled else p0.forces_mean[None]
+    d = forces.mean(axis=0)
+    if not np.linalg.norm(d) > 0:
+        d = np.random.default_rng(0).normal(size=d.shape)
+    d = d / np.linalg.norm(d)
     work = -np.einsum("sij,ij->s", forces, d)
-    scale = max(float(np.abs(work).max()), 1e-3)
+    scale = float(np.abs(work).max())
     tried = []
     for h in ((1e-2, 3e-3, 1e-3) if single else (1e-3, 1e-4)):
+        rounding = 4 * np.finfo(np.float32 if single else np.float64).eps * float(
+            np.abs(p0.energy_mean).max()) / (2 * h)
+        tolerance = 0.05 * scale + rounding
+        if not tolerance < 0.5 * scale:  # rounding would hide a wrong sign at this step
+            tried.append(f"h={h:g}: rounding {rounding:.2g} too large for |F.d| {scale:.2g}")
+            continue
         plus, minus = copy.deepcopy(atoms), copy.deepcopy(atoms)
         plus.positions = atoms.positions + h * d
         minus.positions = atoms.positions - h * d
@@ -164,10 +172,8 @@ def _check_conservative(method: Any, atoms: Atoms, name: str) -> None:
         e_plus = pp.energy_samples[:, 0] if sampled else pp.energy_mean[:1]
         e_minus = pm.energy_samples[:, 0] if sampled else pm.energy_mean[:1]
         slope = (e_plus - e_minus) / (2 * h)
-        rounding = (4 * np.finfo(np.float32).eps * float(np.abs(p0.energy_mean).max())
-                    / (2 * h) if single else 0.0)
-        if np.allclose(slope, work, atol=0.05 * scale + 1e-3 + rounding):
+        if np.allclose(slope, work, atol=tolerance, rtol=0.0):
             return
-        tried.append(f"h={h:g}: {np.round(slope, 4)}")
+        tried.append(f"h={h:g}: {np.round(slope, 5)}")
     raise AssertionError(f"{name}: forces are not -grad E (finite differences "
-                         f"{'; '.join(tried)} vs -F.d {np.round(work, 4)})")
+                         f"{'; '.join(tried)} vs -F.d {np.round(work, 5)})")
