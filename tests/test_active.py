@@ -92,6 +92,7 @@ def test_al_command_writes_a_record_per_round_and_resumes(tmp_path):
     (["--acquisition", "magic"], "magic"),
     (["--initial", "0"], "--initial"),
     (["--batch", "0"], "--batch"),
+    (["--pool-size", "10", "--initial", "20"], "--pool-size"),
 ])
 def test_al_bad_input_is_one_line(tmp_path, capsys, extra, needle):
     assert main(["al", "-m", "egnn", "-d", "nbody", "--quick", "--out", str(tmp_path),

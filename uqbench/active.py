@@ -116,7 +116,7 @@ class ALConfig:
     method: str
     dataset: str
     acquisition: str = "force_std"
-    n_initial: int = 50
+    n_initial: int = 50  # the loop's defaults: DEFAULT_LOOP
     batch: int = 50
     rounds: int = 5
     pool_size: int | None = None  # the training pool (the loader's train_size)
@@ -131,6 +131,9 @@ class ALConfig:
 
 #: ``--quick``: a small start and three rounds, about a minute on a laptop core.
 QUICK_LOOP = {"n_initial": 16, "batch": 16, "rounds": 3}
+#: The loop without ``--quick``: ALConfig's own defaults.
+DEFAULT_LOOP = {k: ALConfig.__dataclass_fields__[k].default
+                for k in ("n_initial", "batch", "rounds")}
 
 
 def run_directory(cfg: ALConfig, identity: dict) -> Path:
@@ -159,6 +162,8 @@ def run_al(cfg: ALConfig) -> list[Path]:
         if isinstance(value, bool) or not isinstance(value, int) or value < (key != "rounds"):
             raise UQBenchError(f"--{key.replace('n_', '')} must be a whole number "
                                f"{'>= 0' if key == 'rounds' else '>= 1'}; got {value!r}")
+    if cfg.pool_size is not None and cfg.n_initial > cfg.pool_size:
+        raise UQBenchError(f"--initial {cfg.n_initial} exceeds --pool-size {cfg.pool_size}")
     run_cfg = RunConfig(method=cfg.method, dataset=cfg.dataset, train_size=cfg.pool_size,
                         seed=cfg.seed, device=cfg.device, quick=cfg.quick, params=cfg.params,
                         dataset_options=cfg.dataset_options, out=cfg.out,

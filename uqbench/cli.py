@@ -193,9 +193,9 @@ def al(method, dataset, acquisition, n_initial, batch, rounds, pool_size, seed, 
     per round (its labelled set, the batch it chose, the scores); a killed run resumes at
     its last finished round. Compare acquisitions (and --acquisition random) over seeds.
     """
-    from uqbench.active import QUICK_LOOP, ALConfig, run_al
+    from uqbench.active import DEFAULT_LOOP, QUICK_LOOP, ALConfig, run_al
 
-    loop = QUICK_LOOP if quick else {"n_initial": 50, "batch": 50, "rounds": 5}
+    loop = QUICK_LOOP if quick else DEFAULT_LOOP
     cfg = ALConfig(method=method, dataset=dataset, acquisition=acquisition,
                    n_initial=n_initial if n_initial is not None else loop["n_initial"],
                    batch=batch if batch is not None else loop["batch"],

@@ -75,19 +75,20 @@ def ranked(frame: pd.DataFrame, train_size: int, directions: dict[str, str],
     part = frame[(frame["train_size"] == train_size) & ~frame["quick"].astype(bool)]
     runs = part.drop_duplicates("run_id").set_index("run_id")
     rows = []
+    values_of = dict(tuple(part.groupby("label", sort=False)))  # each row filtered once
     for label, group in runs.groupby("label", sort=True):
-        ids = group.index
+        rows_of = values_of[label]
         row = {"label": label, "method": group["method"].iloc[0],
                "seeds": int(group["seed"].nunique()),
                "collapsed": int(group["collapsed"].fillna(False).astype(bool).sum()),
                "fit_s": float(group["fit_s"].mean()),
                "predict_ms": float(1e3 * group["predict_s_per_structure"].mean())}
         for h in HEADLINES:
-            values = _per_run(part[part["run_id"].isin(ids)], h.metric, h.split, h.target)
+            values = _per_run(rows_of, h.metric, h.split, h.target)
             row[h.key] = float(values.mean()) if len(values) else float("nan")
             row[f"{h.key}_half"] = t_half_width(values.to_numpy())
             if h.metric in REFERENCE:
-                ref = _per_run(part[part["run_id"].isin(ids)], REFERENCE[h.metric],
+                ref = _per_run(rows_of, REFERENCE[h.metric],
                                h.split, h.target)
                 row[f"{h.key}_reference"] = float(ref.mean()) if len(ref) else float("nan")
         rows.append(row)
