@@ -11,14 +11,8 @@ import argparse
 
 import pandas as pd
 
+from uqbench.report.compare import t_half_width
 from uqbench.report.tables import seed_stats
-
-
-def t_quantile(n: int) -> float:
-    """Two-sided 95 % Student-t quantile for n values (NaN below 2)."""
-    from scipy.stats import t
-
-    return float(t.ppf(0.975, n - 1)) if n >= 2 else float("nan")
 
 
 def table(frame: pd.DataFrame, dataset: str, metric: str, digits: int = 2,
@@ -60,7 +54,7 @@ def table(frame: pd.DataFrame, dataset: str, metric: str, digits: int = 2,
                 continue
             row = stats.loc[(method, size, split, target)]
             if interval:
-                half = row["std"] * t_quantile(int(row["count"])) / max(row["count"], 1) ** 0.5
+                half = t_half_width(row["std"], int(row["count"]))
                 sd = "" if pd.isna(half) else f" ± {half:.{digits}f}"
             else:
                 sd = "" if pd.isna(row["std"]) else f" ± {row['std']:.{digits}f}"

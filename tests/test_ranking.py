@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from uqbench.report.ranking import HEADLINES, ranked, sort_rows, t_half_width
+from uqbench.report.ranking import HEADLINES, interval_half_width, ranked, sort_rows
 
 DIRECTIONS = {"crps": "lower", "spearman": "higher", "miscalibration_area": "lower",
               "coverage_95": "target", "ood_auroc": "higher",
@@ -32,11 +32,11 @@ def _frame(values: dict[str, list[float]], collapsed: dict[str, list[bool]] | No
     return pd.DataFrame(rows)
 
 
-def test_half_width_is_the_student_t_interval():
+def tesinterval_half_width_is_the_student_t_interval():
     x = np.array([1.0, 2.0, 4.0, 3.5, 2.5])
     lo, hi = stats.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=stats.sem(x))
-    assert t_half_width(x) == pytest.approx((hi - lo) / 2)
-    assert np.isnan(t_half_width(np.array([1.0])))
+    assert interval_half_width(x) == pytest.approx((hi - lo) / 2)
+    assert np.isnan(interval_half_width(np.array([1.0])))
 
 
 def test_sorted_by_crps_and_star_only_where_separated():

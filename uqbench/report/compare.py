@@ -12,13 +12,22 @@ from uqbench.errors import UQBenchError
 CONFIDENCE = 0.95
 
 
+def t_half_width(std: float, n: int, confidence: float = CONFIDENCE) -> float:
+    """Half-width of the Student-t interval of a mean of ``n`` values with sample std
+    ``std``: t_{(1+c)/2, n-1} std / sqrt(n); NaN below 2 values. The one home of the
+    interval every table and comparison reports."""
+    if n < 2 or not np.isfinite(std):
+        return float("nan")
+    return float(stats.t.ppf(0.5 + confidence / 2, n - 1) * std / np.sqrt(n))
+
+
 def t_interval(values: pd.Series, confidence: float = CONFIDENCE) -> tuple[float, float]:
     """The Student-t interval of the mean of ``values`` (paired per-seed differences):
-    mean ± t_{(1+c)/2, n-1} sd / sqrt(n); NaN bounds with fewer than 2 values or a NaN."""
+    mean ± `t_half_width`; NaN bounds with fewer than 2 values or a NaN."""
     v = np.asarray(values, dtype=float)
     if v.size < 2 or np.isnan(v).any():
         return float("nan"), float("nan")
-    half = stats.t.ppf(0.5 + confidence / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
+    half = t_half_width(float(v.std(ddof=1)), v.size, confidence)
     return float(v.mean() - half), float(v.mean() + half)
 
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+
+from uqbench.report.compare import t_half_width
 
 
 @dataclass(frozen=True)
@@ -45,13 +46,13 @@ DEFAULT_SORT = "test_forces_crps"
 REFERENCE = {"ood_auroc": "ood_auroc_size_only"}  # each metric's trivial reference
 
 
-def t_half_width(values: np.ndarray, confidence: float = 0.95) -> float:
-    """Half-width of the Student-t interval of the mean of ``values`` (NaN below 2)."""
+def interval_half_width(values: np.ndarray) -> float:
+    """Half-width of the 95 % Student-t interval of the mean of ``values`` (NaN below 2
+    values or with a non-finite one)."""
     values = np.asarray(values, dtype=float)
     if values.size < 2 or not np.all(np.isfinite(values)):
         return float("nan")
-    return float(stats.t.ppf(0.5 + confidence / 2, values.size - 1)
-                 * values.std(ddof=1) / np.sqrt(values.size))
+    return t_half_width(float(values.std(ddof=1)), values.size)
 
 
 def _per_run(frame: pd.DataFrame, metric: str, split: str, target: str) -> pd.Series:
@@ -86,7 +87,7 @@ def ranked(frame: pd.DataFrame, train_size: int, directions: dict[str, str],
         for h in HEADLINES:
             values = _per_run(rows_of, h.metric, h.split, h.target)
             row[h.key] = float(values.mean()) if len(values) else float("nan")
-            row[f"{h.key}_half"] = t_half_width(values.to_numpy())
+            row[f"{h.key}_half"] = interval_half_width(values.to_numpy())
             if h.metric in REFERENCE:
                 ref = _per_run(rows_of, REFERENCE[h.metric],
                                h.split, h.target)
