@@ -32,7 +32,7 @@ def _frame(values: dict[str, list[float]], collapsed: dict[str, list[bool]] | No
     return pd.DataFrame(rows)
 
 
-def tesinterval_half_width_is_the_student_t_interval():
+def test_half_width_is_the_student_t_interval():
     x = np.array([1.0, 2.0, 4.0, 3.5, 2.5])
     lo, hi = stats.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=stats.sem(x))
     assert interval_half_width(x) == pytest.approx((hi - lo) / 2)
